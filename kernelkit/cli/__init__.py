@@ -1,0 +1,21 @@
+"""The ``kernelkit`` command line."""
+
+from __future__ import annotations
+
+import click
+
+from kernelkit import __version__
+from kernelkit.cli.demo import demo
+from kernelkit.cli.info import info
+from kernelkit.cli.jit import jit
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kernelkit")
+def main() -> None:
+    """GPU kernels and weight quantization for LLM inference."""
+
+
+main.add_command(info)
+main.add_command(jit)
+main.add_command(demo)

@@ -1,0 +1,53 @@
+"""``kernelkit info``: the GPU, its target, toolchain versions, backends and registered kernels."""
+
+from __future__ import annotations
+
+import os
+
+import click
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from kernelkit import __version__
+from kernelkit.jit import cache
+from kernelkit.jit.arch import device_target
+from kernelkit.jit.backends import BACKENDS
+
+
+def _versions(backend) -> str:
+    try:
+        return ", ".join(f"{k} {v}" for k, v in backend.versions().items())
+    except Exception as e:  # a half-installed toolchain: show why instead of failing
+        return f"(version query failed: {e})"
+
+
+@click.command()
+def info() -> None:
+    """Show the GPU, compile target, toolchains, JIT backends and registered kernels."""
+    from kernelkit.ops.registry import REGISTERED
+
+    console = Console()
+    console.print(f"[bold]kernelkit[/bold] {__version__}   torch {torch.__version__}")
+    target = device_target()
+    if target is None:
+        console.print("GPU: none visible")
+    else:
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        console.print(f"GPU: {props.name}, {props.multi_processor_count} SMs, "
+                      f"{props.total_memory / 2**30:.0f} GiB, compute capability {props.major}.{props.minor}")
+    override = os.environ.get("KERNELKIT_ARCH")
+    console.print(f"compile target: {override + ' (KERNELKIT_ARCH)' if override else target or 'none (set KERNELKIT_ARCH)'}")
+    console.print(f"kernel cache: {cache.cache_root()}")
+
+    table = Table("backend", "status", "versions", title="JIT backends")
+    for name, backend in BACKENDS.items():
+        reason = backend.unavailable_reason()
+        table.add_row(name, "[green]available[/green]" if reason is None else f"[yellow]unavailable[/yellow]: {reason}",
+                      _versions(backend) if reason is None else "")
+    console.print(table)
+
+    table = Table("kernel", "implementations (fastest first)", "description", title="Registered kernels")
+    for op in REGISTERED:
+        table.add_row(op.name, ", ".join(op.impls), op.summary)
+    console.print(table)

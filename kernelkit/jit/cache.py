@@ -1,0 +1,229 @@
+"""The on-disk kernel cache: layout, locking, atomic publication and integrity checks.
+
+Layout: ``<root>/<arch>/<backend>/<name>-<key>/`` where ``<root>`` is ``$KERNELKIT_CACHE_DIR`` or
+``~/.cache/kernelkit/<kernelkit version>``. Each entry holds the backend's artifacts and ``manifest.json``,
+written last, which lists every file with its sha256: an entry without a manifest, or whose files do not
+match it, is corrupt. It is moved aside and rebuilt, never loaded.
+
+Publication: an entry is built in a private staging directory and renamed into place. A rename onto an
+existing entry fails rather than overwriting it. Builders of the same key serialise on a lock file in a
+node-local directory (``$KERNELKIT_LOCK_DIR``, default under the system temp dir), because advisory locks on
+network file systems cannot be trusted. The entry is checked before and after the lock is taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from kernelkit import __version__
+
+log = logging.getLogger("kernelkit.jit")
+
+MANIFEST = "manifest.json"
+_warned_fallback: set[str] = set()
+
+
+def _writable(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+        return True
+    except OSError:
+        return False
+
+
+def cache_root() -> Path:
+    """The versioned cache root, falling back to a temp dir with a warning if it is not writable."""
+    configured = os.environ.get("KERNELKIT_CACHE_DIR")
+    root = Path(configured) if configured else Path.home() / ".cache" / "kernelkit" / __version__
+    if _writable(root):
+        return root
+    fallback = Path(tempfile.gettempdir()) / f"kernelkit-cache-{os.getuid()}" / __version__
+    if str(root) not in _warned_fallback:
+        _warned_fallback.add(str(root))
+        log.warning("kernel cache %s is not writable; using %s instead", root, fallback)
+    fallback.mkdir(parents=True, exist_ok=True)
+    return fallback
+
+
+def lock_dir() -> Path:
+    """Node-local directory of per-key build locks and compiler-job slots."""
+    configured = os.environ.get("KERNELKIT_LOCK_DIR")
+    path = Path(configured) if configured else Path(tempfile.gettempdir()) / f"kernelkit-locks-{os.getuid()}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def max_jobs() -> int:
+    """How many compilers may run at once on this node (``$KERNELKIT_MAX_JOBS``, default min(cpus, 8))."""
+    configured = os.environ.get("KERNELKIT_MAX_JOBS")
+    return max(1, int(configured)) if configured else max(1, min(os.cpu_count() or 1, 8))
+
+
+@contextmanager
+def compile_slot(poll_s: float = 0.05) -> Iterator[None]:
+    """Hold one of ``max_jobs()`` node-wide compiler slots (a semaphore made of lock files)."""
+    slots = [FileLock(str(lock_dir() / f"compile-slot-{i}.lock")) for i in range(max_jobs())]
+    while True:
+        for slot in slots:
+            try:
+                slot.acquire(timeout=0)
+            except Timeout:
+                continue
+            try:
+                yield
+            finally:
+                slot.release()
+            return
+        time.sleep(poll_s)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(entry: Path, meta: dict) -> None:
+    """Checksum every file in ``entry`` and write the manifest last: the entry's commit marker."""
+    files = {p.name: _sha256(p) for p in sorted(entry.iterdir()) if p.is_file() and p.name != MANIFEST}
+    body = {"kernelkit": __version__, "created": time.time(), "files": files, **meta}
+    tmp = entry / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
+    os.replace(tmp, entry / MANIFEST)
+
+
+def read_manifest(entry: Path) -> dict | None:
+    """The entry's manifest if the entry is complete and every checksum matches, else None."""
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+        files = manifest["files"]
+        if not files:
+            return None
+        for name, digest in files.items():
+            if _sha256(entry / name) != digest:
+                return None
+        return manifest
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _quarantine(entry: Path) -> None:
+    trash = entry.parent.parent / ".trash"
+    trash.mkdir(parents=True, exist_ok=True)
+    dest = trash / f"{entry.name}.{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(entry, dest)
+    except OSError:
+        return
+    shutil.rmtree(dest, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class EntryRef:
+    """Where one build lives: ``<root>/<arch>/<backend>/<name>-<key>``."""
+
+    root: Path
+    arch: str
+    backend: str
+    name: str
+    key: str
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.arch / self.backend / f"{self.name}-{self.key}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / self.arch / "logs" / f"{self.name}-{self.key}.log"
+
+
+def publish(ref: EntryRef, build: Callable[[Path], None], meta: dict) -> tuple[Path, bool]:
+    """Return a valid entry for ``ref``, building it once across processes if needed.
+
+    ``build(staging_dir)`` writes the artifacts. Returns ``(entry_path, built_here)``.
+    Raises whatever ``build`` raises; nothing is published then, and the staging directory is removed.
+    """
+    entry = ref.path
+    if read_manifest(entry) is not None:
+        return entry, False
+    with FileLock(str(lock_dir() / f"{ref.arch}-{ref.backend}-{ref.key}.lock")):
+        if read_manifest(entry) is not None:
+            return entry, False
+        if entry.exists():
+            log.warning("cache entry %s is corrupt or incomplete; rebuilding it", entry)
+            _quarantine(entry)
+        staging = entry.parent.parent / ".staging" / f"{entry.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        staging.mkdir(parents=True)
+        try:
+            build(staging)
+            write_manifest(staging, meta)
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(staging, entry)
+            except OSError:
+                # Someone published this key without our lock (another node sharing the cache):
+                # theirs stands; a published entry is never overwritten.
+                if read_manifest(entry) is None:
+                    raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return entry, True
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One cached entry, as ``kernelkit jit list`` shows it."""
+
+    arch: str
+    backend: str
+    name: str
+    path: Path
+    size: int
+    age_s: float
+    valid: bool
+
+
+def list_entries(root: Path | None = None) -> list[Listed]:
+    """Every entry under the cache root, valid or not."""
+    root = root or cache_root()
+    out = []
+    for entry in sorted(root.glob("*/*/*-*")):
+        arch, backend = entry.parent.parent.name, entry.parent.name
+        if not entry.is_dir() or arch.startswith(".") or backend.startswith(".") or backend in {"logs", "triton"}:
+            continue
+        manifest = read_manifest(entry)
+        size = sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
+        # Age is for display only; validity never depends on times.
+        created = manifest["created"] if manifest else entry.stat().st_mtime
+        name = manifest.get("kernel", entry.name) if manifest else entry.name
+        out.append(Listed(arch, backend, name, entry, size, time.time() - created, manifest is not None))
+    return out
+
+
+def clear(arch: str | None = None, root: Path | None = None) -> list[Path]:
+    """Remove the cache for one arch (or all); returns the directories removed."""
+    root = root or cache_root()
+    targets = [root / arch] if arch else [p for p in root.iterdir() if p.is_dir()] if root.exists() else []
+    removed = []
+    for path in targets:
+        if path.exists():
+            shutil.rmtree(path)
+            removed.append(path)
+    return removed

@@ -1,0 +1,77 @@
+"""CUDA C++ implementation of per-token-group quantization (``kernels_src/per_token_group_quant.cu[h]``).
+
+Two ways to the same device code: tvm-ffi (nvcc-built host launcher, the primary path) and NVRTC (device
+code only, launched from Python through cuda.core; for machines without nvcc).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import torch
+
+from kernelkit.jit import KernelSpec, load
+
+SUPPORTED_GROUPS = (16, 32, 64, 128, 256)
+_IN = {torch.bfloat16: "kk::bf16_t", torch.float16: "kk::fp16_t", torch.float32: "float"}
+_OUT = {torch.float8_e4m3fn: "kk::e4m3_t", torch.int8: "kk::s8_t"}
+_BLOCK_THREADS = 256  # kQuantBlockThreads in the .cuh
+
+
+def spec(backend: str, x_dtype: torch.dtype, q_dtype: torch.dtype, group_size: int, ue8m0: bool) -> KernelSpec:
+    """The kernel spec of one specialization on ``backend`` (``tvm_ffi`` or ``nvrtc``)."""
+    args = (_IN[x_dtype], _OUT[q_dtype], str(group_size), "true" if ue8m0 else "false")
+    if backend == "tvm_ffi":
+        return KernelSpec("per_token_group_quant_8bit", "tvm_ffi", "per_token_group_quant.cu",
+                          "kk::per_token_group_quant_8bit", args)
+    return KernelSpec("per_token_group_quant_8bit", "nvrtc", "per_token_group_quant.cuh",
+                      "kk::per_token_group_quant_8bit_kernel", args)
+
+
+def unsupported(x: torch.Tensor, group_size: int) -> str | None:
+    """Why the CUDA kernel cannot take this input (None if it can)."""
+    if group_size not in SUPPORTED_GROUPS:
+        return f"group_size {group_size} not in {SUPPORTED_GROUPS}"
+    if x.dtype not in _IN:
+        return f"dtype {x.dtype}"
+    if x.stride(-1) != 1 or x.data_ptr() % 16 or (x.shape[0] > 1 and (x.stride(0) * x.element_size()) % 16):
+        return "x rows are not 16-byte aligned"
+    return None
+
+
+def group_quant_tvm_ffi(x, q, s, group_size: int, eps: float, scale_ue8m0: bool) -> None:
+    """x [M, H] -> q [M, H], s [M, H/group] through the nvcc-built launcher."""
+    fn = load(spec("tvm_ffi", x.dtype, q.dtype, group_size, scale_ue8m0))
+    q_arg = q.view(torch.uint8) if q.dtype == torch.float8_e4m3fn else q
+    fn(x, q_arg, s, eps)
+
+
+def _groups_per_block(x_dtype: torch.dtype, group_size: int) -> int:
+    vecs = group_size // (16 // torch.empty((), dtype=x_dtype).element_size())
+    return _BLOCK_THREADS // min(vecs, 16)
+
+
+def group_quant_nvrtc(x, q, s, group_size: int, eps: float, scale_ue8m0: bool) -> None:
+    """Same kernel, compiled by NVRTC and launched through cuda.core."""
+    m, h = x.shape
+    num_groups = m * (h // group_size)
+    if num_groups == 0:
+        return
+    run = load(spec("nvrtc", x.dtype, q.dtype, group_size, scale_ue8m0))
+    blocks = -(-num_groups // _groups_per_block(x.dtype, group_size))
+    run((blocks,), (_BLOCK_THREADS,),
+        ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(q.data_ptr()), ctypes.c_void_p(s.data_ptr()),
+        np.int64(num_groups), np.int32(h // group_size), np.int64(x.stride(0)),
+        np.int64(s.stride(0)), np.int64(s.stride(1)), np.float32(eps))
+
+
+def warmup_specs() -> list[KernelSpec]:
+    """The common specializations ``kernelkit jit warmup`` builds ahead of time."""
+    out = []
+    for backend in ("tvm_ffi", "nvrtc"):
+        for x_dtype in (torch.bfloat16, torch.float16, torch.float32):
+            for q_dtype in (torch.float8_e4m3fn, torch.int8):
+                out.append(spec(backend, x_dtype, q_dtype, 128, False))
+        out.append(spec(backend, torch.bfloat16, torch.float8_e4m3fn, 128, True))
+    return out

@@ -1,0 +1,67 @@
+"""The kernels kernelkit ships, for ``kernelkit info`` and ``kernelkit jit warmup``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from kernelkit.jit import KernelSpec
+from kernelkit.ops.quant import cuda_impl, cute_impl, ops
+
+
+@dataclass(frozen=True)
+class RegisteredOp:
+    """One public op: its implementations (fastest first), its ahead-of-time specializations, and a
+    small run of its Triton kernels that makes Triton compile their common variants (on a GPU)."""
+
+    name: str
+    summary: str
+    impls: tuple[str, ...]
+    specs: Callable[[], list[KernelSpec]]
+    exercise: Callable[[torch.device], None]
+
+
+def _exercise_group_quant(device: torch.device) -> None:
+    from kernelkit.ops.quant import triton_impl
+
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        x = torch.randn(16, 512, dtype=dtype, device=device)
+        for dst, group in ((torch.float8_e4m3fn, 128), (torch.int8, 128), (torch.int8, 512)):
+            q = torch.empty(x.shape, dtype=dst, device=device)
+            s = torch.empty(16, 512 // group, device=device)
+            triton_impl.group_quant(x, q, s, group, 1e-10, False)
+
+
+def _exercise_tensor_quant(device: torch.device) -> None:
+    from kernelkit.ops.quant import triton_impl
+
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        x = torch.randn(16, 512, dtype=dtype, device=device)
+        q, s = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=device), torch.empty(1, device=device)
+        triton_impl.tensor_quant_fp8(x, q, s, 1e-10, True)
+        triton_impl.tensor_quant_fp8(x, q, s, 1e-10, False)
+
+
+def _names(impls) -> tuple[str, ...]:
+    return tuple(name for name, _, _ in impls)
+
+
+REGISTERED = (
+    RegisteredOp("per_token_group_quant_8bit", "per-token-group FP8/int8 activation quant (+ per_token_quant_int8)",
+                 _names(ops.GROUP_IMPLS), cuda_impl.warmup_specs, _exercise_group_quant),
+    RegisteredOp("per_tensor_quant_fp8", "per-tensor FP8 quant, dynamic or static scale",
+                 _names(ops.TENSOR_IMPLS), cute_impl.warmup_specs, _exercise_tensor_quant),
+)
+
+
+def find(names: list[str]) -> list[RegisteredOp]:
+    """The registered ops called ``names`` (all if empty). Raises KeyError naming unknown ones."""
+    if not names:
+        return list(REGISTERED)
+    by_name = {op.name: op for op in REGISTERED}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise KeyError(f"unknown kernel(s) {unknown}; registered: {sorted(by_name)}")
+    return [by_name[n] for n in names]

@@ -1,0 +1,71 @@
+// Host launcher of per_token_group_quant_8bit_kernel, exported through apache-tvm-ffi.
+//
+// The JIT instantiates `kk::per_token_group_quant_8bit<T, Out, GROUP, UE8M0>` in a generated translation
+// unit and exports it as `run(x, q, s, eps)`:
+//   x: [M, H] T (bf16/fp16/fp32), last dim contiguous, rows 16-byte aligned
+//   q: [M, H] 1-byte (float8_e4m3fn passed as uint8, or int8), contiguous
+//   s: [M, H / GROUP] float32, any non-overlapping strides
+// It launches on torch's current stream (tvm-ffi receives it with the tensors).
+#include <cuda_runtime.h>
+#include <tvm/ffi/container/tensor.h>
+#include <tvm/ffi/error.h>
+#include <tvm/ffi/extra/c_env_api.h>
+#include <tvm/ffi/extra/cuda/device_guard.h>
+#include <tvm/ffi/function.h>
+
+#include "per_token_group_quant.cuh"
+
+namespace kk {
+
+template <typename T> constexpr DLDataType dl_dtype();
+template <> constexpr DLDataType dl_dtype<float>() { return {kDLFloat, 32, 1}; }
+template <> constexpr DLDataType dl_dtype<bf16_t>() { return {kDLBfloat, 16, 1}; }
+template <> constexpr DLDataType dl_dtype<fp16_t>() { return {kDLFloat, 16, 1}; }
+template <> constexpr DLDataType dl_dtype<e4m3_t>() { return {kDLUInt, 8, 1}; }
+template <> constexpr DLDataType dl_dtype<s8_t>() { return {kDLInt, 8, 1}; }
+
+inline bool same_dtype(DLDataType a, DLDataType b) {
+  return a.code == b.code && a.bits == b.bits && a.lanes == b.lanes;
+}
+
+template <typename T>
+T* data(tvm::ffi::TensorView t) {
+  return reinterpret_cast<T*>(static_cast<char*>(t.data_ptr()) + t.byte_offset());
+}
+
+inline void check_cuda(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) TVM_FFI_THROW(RuntimeError) << what << ": " << cudaGetErrorString(err);
+}
+
+template <typename T, typename Out, int GROUP, bool UE8M0>
+void per_token_group_quant_8bit(tvm::ffi::TensorView x, tvm::ffi::TensorView q, tvm::ffi::TensorView s,
+                                double eps) {
+  TVM_FFI_ICHECK(x.ndim() == 2 && q.ndim() == 2 && s.ndim() == 2) << "x, q, s must be 2-D";
+  TVM_FFI_ICHECK(x.device().device_type == kDLCUDA) << "x must be on a CUDA device";
+  TVM_FFI_ICHECK(same_dtype(x.dtype(), dl_dtype<T>())) << "x has the wrong dtype for this specialization";
+  TVM_FFI_ICHECK(same_dtype(q.dtype(), dl_dtype<Out>())) << "q has the wrong dtype for this specialization";
+  TVM_FFI_ICHECK(same_dtype(s.dtype(), dl_dtype<float>())) << "scales must be float32";
+  const int64_t M = x.size(0), H = x.size(1);
+  TVM_FFI_ICHECK(H % GROUP == 0) << "hidden size " << H << " is not a multiple of group size " << GROUP;
+  TVM_FFI_ICHECK(q.size(0) == M && q.size(1) == H && q.IsContiguous()) << "q must be contiguous [M, H]";
+  TVM_FFI_ICHECK(s.size(0) == M && s.size(1) == H / GROUP) << "scales must be [M, H / group_size]";
+  TVM_FFI_ICHECK(x.stride(1) == 1) << "x must be contiguous in its last dimension";
+  TVM_FFI_ICHECK((reinterpret_cast<uintptr_t>(data<const T>(x)) % 16 == 0) &&
+                 ((x.stride(0) * static_cast<int64_t>(sizeof(T))) % 16 == 0 || M <= 1))
+      << "x rows must be 16-byte aligned";
+  if (M == 0) return;
+
+  using Shape = GroupShape<T, GROUP>;
+  const int64_t num_groups = M * (H / GROUP);
+  const int64_t blocks = (num_groups + Shape::kGroupsPerBlock - 1) / Shape::kGroupsPerBlock;
+  TVM_FFI_ICHECK(blocks < (int64_t{1} << 31)) << "input too large";
+  tvm::ffi::CUDADeviceGuard guard(x.device().device_id);
+  auto stream = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kDLCUDA, x.device().device_id));
+  per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0>
+      <<<static_cast<unsigned>(blocks), kQuantBlockThreads, 0, stream>>>(
+          data<const T>(x), data<unsigned char>(q), data<float>(s), num_groups, static_cast<int>(H / GROUP), x.stride(0), s.stride(0),
+          s.stride(1), static_cast<float>(eps));
+  check_cuda(cudaGetLastError(), "per_token_group_quant_8bit launch");
+}
+
+}  // namespace kk

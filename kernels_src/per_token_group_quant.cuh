@@ -1,0 +1,86 @@
+// Per-token-group 8-bit quantization: the activation quantizer of block-FP8 and int8 GEMMs.
+//
+// For every row of x [M, H] and every group of GROUP consecutive columns:
+//   amax  = max(|x_group|), clamped below by eps (NaN propagates)
+//   scale = amax / qmax            (qmax = 448 for float8_e4m3fn, 127 for int8), rounded up to a power
+//                                   of two when UE8M0
+//   q     = cast(x_group / scale)  (RNE, saturating; int8 NaN -> 0)
+// Algorithm and layout: DeepSeek-V3 / DeepGEMM activation quantization; sglang `per_token_group_quant_8bit`
+// and vLLM `per_token_group_quant_fp8` (python/sglang/srt/layers/quantization/fp8_kernel.py). Scales are
+// written through (stride_m, stride_g), so row-major, column-major and TMA-aligned layouts are one kernel.
+//
+// Mapping: TPG threads share one group (TPG = min(GROUP / vector, 16)); each thread issues all its 16-byte
+// loads before reducing, then the group's max is reduced with warp shuffles over its TPG lanes.
+// Device code only, so NVRTC can compile it too.
+#pragma once
+#include "common.cuh"
+
+namespace kk {
+
+constexpr int kQuantBlockThreads = 256;
+
+template <typename T, int GROUP>
+struct GroupShape {
+  static constexpr int kVec = Vec16<T>::N;                    // elements per 16-byte vector
+  static constexpr int kVecs = GROUP / kVec;                  // vectors per group
+  static constexpr int kThreads = kVecs < 16 ? kVecs : 16;    // threads per group
+  static constexpr int kVecsPerThread = kVecs / kThreads;
+  static constexpr int kGroupsPerBlock = kQuantBlockThreads / kThreads;
+  static_assert(GROUP % kVec == 0 && kVecs % kThreads == 0, "group must be a whole number of vectors");
+};
+
+template <typename T, typename Out, int GROUP, bool UE8M0>
+__global__ void __launch_bounds__(kQuantBlockThreads)
+per_token_group_quant_8bit_kernel(const T* __restrict__ x, unsigned char* __restrict__ q, float* __restrict__ s,
+                                  long long num_groups, int groups_per_row, long long x_row_stride,
+                                  long long s_stride_m, long long s_stride_g, float eps) {
+  using Shape = GroupShape<T, GROUP>;
+  constexpr int V = Shape::kVec, TPG = Shape::kThreads, VPT = Shape::kVecsPerThread;
+
+  const long long gid = static_cast<long long>(blockIdx.x) * Shape::kGroupsPerBlock + threadIdx.x / TPG;
+  const int lane = threadIdx.x % TPG;
+  const bool valid = gid < num_groups;
+  const long long row = valid ? gid / groups_per_row : 0;
+  const int g = valid ? static_cast<int>(gid - row * groups_per_row) : 0;
+  const T* xg = x + row * x_row_stride + static_cast<long long>(g) * GROUP;
+
+  uint4 raw[VPT];
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    raw[j] = valid ? load_streaming(xg + (j * TPG + lane) * V) : make_uint4(0u, 0u, 0u, 0u);
+  }
+  float v[VPT][V];
+  unsigned amax_bits = 0u;
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    Vec16<T>::unpack(raw[j], v[j]);
+#pragma unroll
+    for (int k = 0; k < V; ++k) amax_bits = max(amax_bits, abs_bits(v[j][k]));
+  }
+#pragma unroll
+  for (int offset = TPG / 2; offset > 0; offset /= 2) {
+    amax_bits = max(amax_bits, __shfl_xor_sync(0xffffffffu, amax_bits, offset));
+  }
+  float amax = __uint_as_float(amax_bits);
+  amax = amax < eps ? eps : amax;  // keeps NaN, unlike fmaxf
+  float scale = __fdiv_rn(amax, Quant8<Out>::kMax);
+  if (UE8M0) scale = round_up_pow2(scale);
+  if (!valid) return;
+  if (lane == 0) s[row * s_stride_m + static_cast<long long>(g) * s_stride_g] = scale;
+
+  unsigned char* qg = q + gid * GROUP;
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    float y[V];
+#pragma unroll
+    for (int k = 0; k < V; ++k) y[k] = __fdiv_rn(v[j][k], scale);
+    unsigned char* dst = qg + (j * TPG + lane) * V;
+    if constexpr (V == 8) {
+      *reinterpret_cast<uint2*>(dst) = make_uint2(Quant8<Out>::pack4(y), Quant8<Out>::pack4(y + 4));
+    } else {
+      *reinterpret_cast<unsigned*>(dst) = Quant8<Out>::pack4(y);
+    }
+  }
+}
+
+}  // namespace kk

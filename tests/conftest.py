@@ -1,0 +1,35 @@
+"""Test set-up: GPU tests skip cleanly without a GPU; without one, Triton kernels run in its interpreter.
+
+TRITON_INTERPRET must be set before any ``@triton.jit`` decorator runs, hence here, before test modules
+import kernelkit's Triton kernels. Every session compiles into its own kernel cache.
+"""
+
+import os
+
+import pytest
+import torch
+
+HAS_GPU = torch.cuda.is_available()
+if not HAS_GPU:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache(tmp_path_factory):
+    """A fresh kernel cache for the session (and sm_90a as the target when there is no GPU)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KERNELKIT_CACHE_DIR", str(tmp_path_factory.mktemp("kernel-cache")))
+    mp.setenv("KERNELKIT_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
+    if not HAS_GPU:
+        mp.setenv("KERNELKIT_ARCH", "sm_90a")
+    yield
+    mp.undo()
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_GPU:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
