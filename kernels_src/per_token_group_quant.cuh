@@ -27,6 +27,7 @@ struct GroupShape {
   static constexpr int kVecsPerThread = kVecs / kThreads;
   static constexpr int kGroupsPerBlock = kQuantBlockThreads / kThreads;
   static_assert(GROUP % kVec == 0 && kVecs % kThreads == 0, "group must be a whole number of vectors");
+  static_assert((kThreads & (kThreads - 1)) == 0, "group size must be a power of two (shuffle reduction)");
 };
 
 template <typename T, typename Out, int GROUP, bool UE8M0>

@@ -16,6 +16,17 @@ from kernelkit.jit.key import source_digest
 from kernelkit.jit.spec import KernelSpec, kernels_src_dir
 
 
+def _defines(spec: KernelSpec) -> list[str | tuple[str, str]]:
+    """``-DNAME[=VALUE]`` flags as NVRTC macro definitions. Raises CompileError for any other flag."""
+    out: list[str | tuple[str, str]] = []
+    for flag in spec.flags:
+        if not flag.startswith("-D"):
+            raise CompileError(spec.label, f"the NVRTC backend takes only -D flags, got {flag!r}", None)
+        name, _, value = flag[2:].partition("=")
+        out.append((name, value) if value else name)
+    return out
+
+
 class NvrtcBackend:
     """cuda.core ``Program`` -> cubin -> ``ObjectCode.get_kernel``."""
 
@@ -48,7 +59,7 @@ class NvrtcBackend:
 
         options = ProgramOptions(
             arch=target.name, std="c++17", include_path=str(kernels_src_dir()), lineinfo=True,
-            name="kernelkit_nvrtc.cu",
+            name="kernelkit_nvrtc.cu", define_macro=_defines(spec) or None,
         )
         program = Program(f'#include "{spec.source}"\n', "c++", options)
         try:
@@ -57,6 +68,8 @@ class NvrtcBackend:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_text(str(e))
             raise CompileError(spec.label, str(e), str(log_path)) from e
+        finally:
+            program.close()
         (out_dir / "kernel.cubin").write_bytes(bytes(obj.code))
         mapping = {k: v.decode() if isinstance(v, bytes) else v for k, v in obj.symbol_mapping.items()}
         (out_dir / "symbols.json").write_text(json.dumps(mapping))

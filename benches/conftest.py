@@ -1,0 +1,44 @@
+"""Benchmark set-up: GPU-only benches skip without a GPU; result rows are gathered and written as a
+markdown table to $KERNELKIT_BENCH_OUT (default benches/out/) at the end of the session."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+HAS_GPU = torch.cuda.is_available()
+_ROWS: dict[str, list[dict]] = {}
+
+
+def pytest_collection_modifyitems(config, items):
+    if HAS_GPU:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def record():
+    """record(table, row_dict): add a row to a named results table."""
+    return lambda table, row: _ROWS.setdefault(table, []).append(row)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not _ROWS:
+        return
+    out = Path(os.environ.get("KERNELKIT_BENCH_OUT", Path(__file__).parent / "out"))
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.cuda.get_device_name() if HAS_GPU else "cpu"
+    for table, rows in _ROWS.items():
+        cols = list(rows[0])
+        lines = [f"<!-- {device}, {datetime.date.today()}, torch {torch.__version__} -->",
+                 "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+        (out / f"{table}.md").write_text("\n".join(lines) + "\n")
+        print(f"\n## {table} ({device})\n" + "\n".join(lines[1:]))

@@ -1,0 +1,5 @@
+"""``python -m kernelkit`` runs the CLI."""
+
+from kernelkit.cli import main
+
+main()

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Build, check and time kernelkit on a GPU machine (through the device tool), in one call.
+#   scripts/gpu_check.sh tests   - GPU test suite (every kernel vs its torch reference), SASS checks
+#   scripts/gpu_check.sh bench   - benches/ (quantizers, JIT compile/load); tables under $OUT
+# Carry .whl and .whl-cute (../shared/device/fetch-wheels.sh fetches them). Logs and tables go to $OUT.
+set -uo pipefail
+mode=${1:-tests}
+OUT=${OUT:-/tmp/kk-out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl-cute/*.whl \
+  2>&1 | grep -v WARNING
+export PYTHONPATH="$PWD/scripts/gpu:$PWD" PYTHONUNBUFFERED=1
+export KERNELKIT_CACHE_DIR=/tmp/kk-cache KERNELKIT_MAX_JOBS=16 KERNELKIT_BENCH_OUT="$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
+python3 -m kernelkit info 2>&1 | tee "$OUT/info.txt" | tail -n 25
+
+prebuild() {  # every tvm-ffi specialization the GPU tests use, 16 nvcc jobs at a time
+  python3 - <<'PY'
+import itertools, time
+from concurrent.futures import ThreadPoolExecutor
+import torch
+from kernelkit.jit import current_target, ensure_built
+from kernelkit.ops.quant import cuda_impl
+specs = [cuda_impl.spec("tvm_ffi", *c) for c in itertools.product(
+    (torch.bfloat16, torch.float16, torch.float32), (torch.float8_e4m3fn, torch.int8),
+    cuda_impl.SUPPORTED_GROUPS, (False, True))]
+t0 = time.time()
+with ThreadPoolExecutor(16) as pool:
+    built = sum(b for _, b in pool.map(lambda s: ensure_built(s, current_target()), specs))
+print(f"prebuilt {built} of {len(specs)} tvm-ffi specializations in {time.time() - t0:.0f} s")
+PY
+}
+
+sass_check() {  # 16-byte loads, no local memory, hardware FP8 conversion in the main specialization
+  so=$(ls /tmp/kk-cache/sm_90a/tvm_ffi/per_token_group_quant_8bit-*/kernel.so | head -n 1)
+  cuobjdump -sass "$so" > "$OUT/sass.txt" 2>&1
+  echo "SASS of $so: LDG.128=$(grep -c 'LDG.E.128' "$OUT/sass.txt") LDL/STL=$(grep -cE 'LDL|STL' "$OUT/sass.txt")" \
+       "F2FP=$(grep -c 'F2FP' "$OUT/sass.txt") SHFL=$(grep -c 'SHFL' "$OUT/sass.txt")"
+}
+
+case "$mode" in
+  tests)
+    prebuild 2>&1 | tail -n 3
+    python3 -m pytest tests -q -x -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
+    sass_check ;;
+  bench)
+    python3 -m pytest benches -q -p no:cacheprovider --benchmark-json="$OUT/bench.json" 2>&1 \
+      | tee "$OUT/bench.txt" | tail -n 80 ;;
+esac
