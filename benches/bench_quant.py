@@ -1,8 +1,8 @@
 """8-bit activation quantizers: kernelkit (CUDA, Triton) vs eager torch vs torch.compile of the reference.
 
 GB/s counts the minimum traffic (x read once; q and scales written once), compared with the same GPU's
-measured device-to-device copy rate. torch.compile compiles the reference once per H with T dynamic
-(``mark_dynamic``), as a server with varying batch sizes would.
+measured device-to-device copy rate. Times are GPU times from CUDA-graph replays (timing.median_ms).
+torch.compile compiles the reference for each shape (static shapes: its best case).
 Run: ``pytest benches/bench_quant.py`` (GPU), tables land in benches/out/.
 """
 
@@ -30,13 +30,8 @@ def copy_gbs():
 
 
 def _compiled(fn):
-    compiled = torch.compile(fn)
-
-    def run(x, *_):
-        torch._dynamo.mark_dynamic(x, 0)
-        return compiled(x)
-
-    return run
+    compiled = torch.compile(fn, dynamic=False)
+    return lambda x, *_: compiled(x)
 
 
 def _group_sets(t, h, dst, col_major_tma=False):
@@ -128,7 +123,7 @@ def bench_per_tensor_quant_fp8(benchmark, record, copy_gbs, t, dynamic):
         impls["cute"] = lambda x, q, s: _tensor["cute"](x, q, s, 1e-10, False)
     ref = (lambda x, s: reference.per_tensor_quant_fp8_ref(x)) if dynamic else reference.per_tensor_quant_fp8_ref
     impls["torch"] = lambda x, q, s: ref(x, s)
-    compiled = torch.compile(ref, dynamic=True)
+    compiled = torch.compile(ref, dynamic=False)
     impls["torch.compile"] = lambda x, q, s: compiled(x, s)
     timings = {name: median_ms(fn, sets) for name, fn in impls.items()}
     row = {"mode": "dynamic" if dynamic else "static"}

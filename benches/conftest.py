@@ -36,9 +36,9 @@ def pytest_sessionfinish(session, exitstatus):
     out.mkdir(parents=True, exist_ok=True)
     device = torch.cuda.get_device_name() if HAS_GPU else "cpu"
     for table, rows in _ROWS.items():
-        cols = list(rows[0])
+        cols = list(dict.fromkeys(c for r in rows for c in r))
         lines = [f"<!-- {device}, {datetime.date.today()}, torch {torch.__version__} -->",
                  "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+        lines += ["| " + " | ".join(str(r.get(c, "–")) for c in cols) + " |" for r in rows]
         (out / f"{table}.md").write_text("\n".join(lines) + "\n")
         print(f"\n## {table} ({device})\n" + "\n".join(lines[1:]))

@@ -1,5 +1,6 @@
-"""Event-timed GPU measurements: medians over many runs, rotating through input sets so that repeated runs
-do not measure the L2 cache, and the device's measured copy bandwidth as the roof for memory-bound kernels.
+"""Event-timed GPU measurements: medians over CUDA-graph replays, rotating through input sets so that
+repeated runs do not measure the L2 cache, and the device's measured copy bandwidth as the roof for
+memory-bound kernels.
 """
 
 from __future__ import annotations
@@ -18,25 +19,34 @@ def input_sets(make: Callable[[int], tuple], bytes_per_set: int, max_sets: int =
     return [make(seed) for seed in range(count)]
 
 
-def median_ms(fn: Callable, sets: Sequence[tuple], warmup: int = 5, iters: int = 50) -> float:
-    """Median time in ms of ``fn(*inputs)``, timed with CUDA events, cycling through ``sets``."""
-    for i in range(warmup):
-        fn(*sets[i % len(sets)])
-    torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    for i in range(iters):
-        inputs = sets[i % len(sets)]
-        starts[i].record()
+def median_ms(fn: Callable, sets: Sequence[tuple], replays: int = 15) -> float:
+    """GPU time in ms of one ``fn(*inputs)``: the median over ``replays`` event-timed replays of a CUDA graph
+    that calls ``fn`` once per input set, divided by the number of sets.
+
+    The graph takes Python and launch overhead out of the number (eager calls of small kernels are
+    CPU-bound); every set is run once first, so compilation and allocation stay out too.
+    """
+    for inputs in sets:
         fn(*inputs)
-        ends[i].record()
     torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for inputs in sets:
+            fn(*inputs)
+    graph.replay()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(replays)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(replays)]
+    for start, end in zip(starts, ends):
+        start.record()
+        graph.replay()
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) / len(sets)
 
 
 def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
     """Device-to-device copy rate in GB/s, counting bytes read plus bytes written."""
     src = torch.randn(nbytes // 4, device="cuda")
     dst = torch.empty_like(src)
-    ms = median_ms(lambda a, b: b.copy_(a), [(src, dst)], iters=20)
+    ms = median_ms(lambda a, b: b.copy_(a), [(src, dst)])
     return 2 * nbytes / ms / 1e6

@@ -4,13 +4,14 @@
 //   amax  = max(|x_group|), clamped below by eps (NaN propagates)
 //   scale = amax / qmax            (qmax = 448 for float8_e4m3fn, 127 for int8), rounded up to a power
 //                                   of two when UE8M0
-//   q     = cast(x_group / scale)  (RNE, saturating; int8 NaN -> 0)
+//   q     = cast(x_group * (1 / scale))  (IEEE reciprocal once per group; RNE, saturating; int8 NaN -> 0)
 // Algorithm and layout: DeepSeek-V3 / DeepGEMM activation quantization; sglang `per_token_group_quant_8bit`
 // and vLLM `per_token_group_quant_fp8` (python/sglang/srt/layers/quantization/fp8_kernel.py). Scales are
 // written through (stride_m, stride_g), so row-major, column-major and TMA-aligned layouts are one kernel.
 //
-// Mapping: TPG threads share one group (TPG = min(GROUP / vector, 16)); each thread issues all its 16-byte
-// loads before reducing, then the group's max is reduced with warp shuffles over its TPG lanes.
+// Mapping: TPG threads share one group (TPG = min(GROUP / vector, 16)); a thread covers one or two groups
+// and issues all its 16-byte loads before reducing; each group's max is reduced with warp shuffles over its
+// TPG lanes.
 // Device code only, so NVRTC can compile it too.
 #pragma once
 #include "common.cuh"
@@ -25,7 +26,11 @@ struct GroupShape {
   static constexpr int kVecs = GROUP / kVec;                  // vectors per group
   static constexpr int kThreads = kVecs < 16 ? kVecs : 16;    // threads per group
   static constexpr int kVecsPerThread = kVecs / kThreads;
-  static constexpr int kGroupsPerBlock = kQuantBlockThreads / kThreads;
+  // Groups each thread covers: at least two 16-byte loads in flight per thread, or ~32 KB per SM at full
+  // occupancy is too little to cover HBM latency at 4+ TB/s (Little's law).
+  static constexpr int kGroupsPerThread = kVecsPerThread >= 2 ? 1 : 2;
+  static constexpr int kRowsPerBlock = kQuantBlockThreads / kThreads;  // groups side by side in a block
+  static constexpr int kGroupsPerBlock = kRowsPerBlock * kGroupsPerThread;
   static_assert(GROUP % kVec == 0 && kVecs % kThreads == 0, "group must be a whole number of vectors");
   static_assert((kThreads & (kThreads - 1)) == 0, "group size must be a power of two (shuffle reduction)");
 };
@@ -37,49 +42,58 @@ per_token_group_quant_8bit_kernel(const T* __restrict__ x, unsigned char* __rest
                                   long long s_stride_m, long long s_stride_g, float eps) {
   using Shape = GroupShape<T, GROUP>;
   constexpr int V = Shape::kVec, TPG = Shape::kThreads, VPT = Shape::kVecsPerThread;
+  constexpr int U = Shape::kGroupsPerThread;
 
-  const long long gid = static_cast<long long>(blockIdx.x) * Shape::kGroupsPerBlock + threadIdx.x / TPG;
   const int lane = threadIdx.x % TPG;
-  const bool valid = gid < num_groups;
-  const long long row = valid ? gid / groups_per_row : 0;
-  const int g = valid ? static_cast<int>(gid - row * groups_per_row) : 0;
-  const T* xg = x + row * x_row_stride + static_cast<long long>(g) * GROUP;
+  long long gid[U];
+  uint4 raw[U][VPT];
+#pragma unroll
+  for (int u = 0; u < U; ++u) {  // issue every load before any use
+    gid[u] = static_cast<long long>(blockIdx.x) * Shape::kGroupsPerBlock + u * Shape::kRowsPerBlock +
+             threadIdx.x / TPG;
+    const bool valid = gid[u] < num_groups;
+    const long long row = valid ? gid[u] / groups_per_row : 0;
+    const T* xg = x + row * x_row_stride + (valid ? gid[u] - row * groups_per_row : 0) * GROUP;
+#pragma unroll
+    for (int j = 0; j < VPT; ++j) {
+      raw[u][j] = valid ? load_streaming(xg + (j * TPG + lane) * V) : make_uint4(0u, 0u, 0u, 0u);
+    }
+  }
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    float v[VPT][V];
+    unsigned amax_bits = 0u;
+#pragma unroll
+    for (int j = 0; j < VPT; ++j) {
+      Vec16<T>::unpack(raw[u][j], v[j]);
+#pragma unroll
+      for (int k = 0; k < V; ++k) amax_bits = max(amax_bits, abs_bits(v[j][k]));
+    }
+#pragma unroll
+    for (int offset = TPG / 2; offset > 0; offset /= 2) {
+      amax_bits = max(amax_bits, __shfl_xor_sync(0xffffffffu, amax_bits, offset));
+    }
+    if (gid[u] >= num_groups) continue;
+    float amax = __uint_as_float(amax_bits);
+    amax = amax < eps ? eps : amax;  // keeps NaN, unlike fmaxf
+    float scale = __fdiv_rn(amax, Quant8<Out>::kMax);
+    if (UE8M0) scale = round_up_pow2(scale);
+    const long long row = gid[u] / groups_per_row;
+    if (lane == 0) s[row * s_stride_m + (gid[u] - row * groups_per_row) * s_stride_g] = scale;
+    const float inv_scale = __frcp_rn(scale);
 
-  uint4 raw[VPT];
+    unsigned char* qg = q + gid[u] * GROUP;
 #pragma unroll
-  for (int j = 0; j < VPT; ++j) {
-    raw[j] = valid ? load_streaming(xg + (j * TPG + lane) * V) : make_uint4(0u, 0u, 0u, 0u);
-  }
-  float v[VPT][V];
-  unsigned amax_bits = 0u;
+    for (int j = 0; j < VPT; ++j) {
+      float y[V];
 #pragma unroll
-  for (int j = 0; j < VPT; ++j) {
-    Vec16<T>::unpack(raw[j], v[j]);
-#pragma unroll
-    for (int k = 0; k < V; ++k) amax_bits = max(amax_bits, abs_bits(v[j][k]));
-  }
-#pragma unroll
-  for (int offset = TPG / 2; offset > 0; offset /= 2) {
-    amax_bits = max(amax_bits, __shfl_xor_sync(0xffffffffu, amax_bits, offset));
-  }
-  float amax = __uint_as_float(amax_bits);
-  amax = amax < eps ? eps : amax;  // keeps NaN, unlike fmaxf
-  float scale = __fdiv_rn(amax, Quant8<Out>::kMax);
-  if (UE8M0) scale = round_up_pow2(scale);
-  if (!valid) return;
-  if (lane == 0) s[row * s_stride_m + static_cast<long long>(g) * s_stride_g] = scale;
-
-  unsigned char* qg = q + gid * GROUP;
-#pragma unroll
-  for (int j = 0; j < VPT; ++j) {
-    float y[V];
-#pragma unroll
-    for (int k = 0; k < V; ++k) y[k] = __fdiv_rn(v[j][k], scale);
-    unsigned char* dst = qg + (j * TPG + lane) * V;
-    if constexpr (V == 8) {
-      *reinterpret_cast<uint2*>(dst) = make_uint2(Quant8<Out>::pack4(y), Quant8<Out>::pack4(y + 4));
-    } else {
-      *reinterpret_cast<unsigned*>(dst) = Quant8<Out>::pack4(y);
+      for (int k = 0; k < V; ++k) y[k] = __fmul_rn(v[j][k], inv_scale);
+      unsigned char* dst = qg + (j * TPG + lane) * V;
+      if constexpr (V == 8) {
+        *reinterpret_cast<uint2*>(dst) = make_uint2(Quant8<Out>::pack4(y), Quant8<Out>::pack4(y + 4));
+      } else {
+        *reinterpret_cast<unsigned*>(dst) = Quant8<Out>::pack4(y);
+      }
     }
   }
 }

@@ -32,18 +32,36 @@ PY
 }
 
 sass_check() {  # 16-byte loads, no local memory, hardware FP8 conversion in the main specialization
-  so=$(ls /tmp/kk-cache/sm_90a/tvm_ffi/per_token_group_quant_8bit-*/kernel.so | head -n 1)
-  cuobjdump -sass "$so" > "$OUT/sass.txt" 2>&1
-  echo "SASS of $so: LDG.128=$(grep -c 'LDG.E.128' "$OUT/sass.txt") LDL/STL=$(grep -cE 'LDL|STL' "$OUT/sass.txt")" \
-       "F2FP=$(grep -c 'F2FP' "$OUT/sass.txt") SHFL=$(grep -c 'SHFL' "$OUT/sass.txt")"
+  entry=$(dirname "$(grep -l 'kk::bf16_t, kk::e4m3_t, 128, false' /tmp/kk-cache/sm_90a/tvm_ffi/*/manifest.json)")
+  cuobjdump -sass "$entry/kernel.so" > "$OUT/sass.txt" 2>&1
+  echo "SASS of bf16->fp8 group 128: 16-byte loads=$(grep -cE 'LDG.E.*128' "$OUT/sass.txt")" \
+       "local memory=$(grep -cE 'LDL|STL' "$OUT/sass.txt") F2FP=$(grep -c 'F2FP' "$OUT/sass.txt")" \
+       "SHFL=$(grep -c 'SHFL' "$OUT/sass.txt") stores=$(grep -oE 'STG[.A-Z0-9]*' "$OUT/sass.txt" | sort | uniq -c | tr '\n' ' ')"
+}
+
+torch_cuda_vs_cpu() {  # where torch's own CUDA kernels differ from its CPU evaluation of the reference
+  python3 - <<'PY'
+import torch
+g = torch.Generator().manual_seed(0)
+x = (torch.randn(4096, 4096, generator=g) * 4).to(torch.bfloat16).float()
+s = x.view(4096, 32, 128).abs().amax(-1, keepdim=True) / 448
+y_cpu = (x.view(4096, 32, 128) / s)
+y_gpu = (x.cuda().view(4096, 32, 128) / s.cuda()).cpu()
+print("torch x/s: CUDA vs CPU values differing:", (y_cpu != y_gpu).sum().item(), "of", y_cpu.numel())
+yc = y_cpu.clamp(-448, 448)
+f8_cpu = yc.to(torch.float8_e4m3fn).view(torch.uint8)
+f8_gpu = yc.cuda().to(torch.float8_e4m3fn).view(torch.uint8).cpu()
+print("torch fp32->fp8 cast: CUDA vs CPU values differing:", (f8_cpu != f8_gpu).sum().item())
+PY
 }
 
 case "$mode" in
   tests)
     prebuild 2>&1 | tail -n 3
-    python3 -m pytest tests -q -x -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
+    python3 -m pytest ${TESTS:-tests} -q --maxfail=15 -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
     sass_check ;;
   bench)
+    torch_cuda_vs_cpu 2>&1 | tee "$OUT/torch_cuda_vs_cpu.txt"
     python3 -m pytest benches -q -p no:cacheprovider --benchmark-json="$OUT/bench.json" 2>&1 \
       | tee "$OUT/bench.txt" | tail -n 80 ;;
 esac

@@ -133,14 +133,18 @@ def test_cuda_graph_capture_and_replay():
         assert_same_q(qi.cpu(), reference.per_token_quant_int8_ref(x.cpu())[0])
 
 
-def test_runs_on_the_current_stream():
+@pytest.mark.parametrize("impl", ["cuda-tvm_ffi", "cuda-nvrtc", "triton"])
+def test_launches_on_the_current_stream(impl):
+    """Captured into a CUDA graph on a side stream: a launch on any other stream would break the capture."""
     x = make_x(512, 4096, torch.bfloat16, "cuda", seed=3)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for impl in ("cuda-tvm_ffi", "cuda-nvrtc", "triton"):
-            q = torch.empty(x.shape, dtype=torch.int8, device="cuda")
-            s = torch.empty(512, 32, device="cuda")
-            GROUP_RUN[impl](x, q, s, 128, 1e-10, False)
-            q_ref, _ = reference.per_token_group_quant_8bit_ref(x, 128, torch.int8)  # same stream
-            assert torch.equal(q, q_ref), impl
+    q = torch.empty(x.shape, dtype=torch.int8, device="cuda")
+    s = torch.empty(512, 32, device="cuda")
+    GROUP_RUN[impl](x, q, s, 128, 1e-10, False)  # compile and load outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        GROUP_RUN[impl](x, q, s, 128, 1e-10, False)
+    x.copy_(make_x(512, 4096, torch.bfloat16, "cuda", seed=4))
+    q.zero_()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_same_q(q.cpu(), reference.per_token_group_quant_8bit_ref(x.cpu(), 128, torch.int8)[0])

@@ -1,6 +1,7 @@
-"""Triton quantizers against the torch reference, bit for bit.
+"""Triton quantizers against the torch reference (evaluated on CPU), bit for bit.
 
-Without a GPU these run in Triton's interpreter (conftest sets TRITON_INTERPRET=1) on CPU tensors.
+Without a GPU these run in Triton's interpreter (conftest sets TRITON_INTERPRET=1) on CPU tensors; with one,
+on the GPU.
 """
 
 import pytest
@@ -34,8 +35,8 @@ def test_group_quant_matches_reference(dtype, dst, group, layout):
     column_major, tma, ue8m0 = LAYOUTS[layout]
     x = make_x(33, 3 * group, dtype, DEVICE, seed=group + len(layout), specials=True)
     q, s = triton_group_quant(x, group, dst, column_major, tma, ue8m0)
-    q_ref, s_ref = reference.per_token_group_quant_8bit_ref(x, group, dst, scale_ue8m0=ue8m0)
-    assert_same_q(q, q_ref)
+    q_ref, s_ref = reference.per_token_group_quant_8bit_ref(x.cpu(), group, dst, scale_ue8m0=ue8m0)
+    assert_same_q(q.cpu(), q_ref)
     assert_same_scales(s, s_ref)
     if tma:
         assert s.stride() == (1, 36)  # 33 rows padded to 36
@@ -45,8 +46,8 @@ def test_group_quant_matches_reference(dtype, dst, group, layout):
 def test_group_quant_odd_and_empty_batches(m):
     x = make_x(m, 576, torch.bfloat16, DEVICE, seed=m)
     q, s = triton_group_quant(x, 64, torch.float8_e4m3fn)
-    q_ref, s_ref = reference.per_token_group_quant_8bit_ref(x, 64, torch.float8_e4m3fn)
-    assert_same_q(q, q_ref)
+    q_ref, s_ref = reference.per_token_group_quant_8bit_ref(x.cpu(), 64, torch.float8_e4m3fn)
+    assert_same_q(q.cpu(), q_ref)
     assert_same_scales(s, s_ref)
 
 
@@ -54,8 +55,8 @@ def test_group_quant_strided_rows():
     x = make_x(9, 512, torch.bfloat16, DEVICE, seed=4, row_stride=768)
     assert x.stride() == (768, 1)
     q, s = triton_group_quant(x, 128, torch.int8)
-    q_ref, s_ref = reference.per_token_group_quant_8bit_ref(x, 128, torch.int8)
-    assert_same_q(q, q_ref)
+    q_ref, s_ref = reference.per_token_group_quant_8bit_ref(x.cpu(), 128, torch.int8)
+    assert_same_q(q.cpu(), q_ref)
     assert_same_scales(s, s_ref)
 
 
@@ -65,7 +66,7 @@ def test_fp8_rounding_carries_into_the_exponent():
     x[0, 5] = 448.0  # sets amax = 448, so scale = 1 and q = cast(x)
     q, s = triton_group_quant(x, 128, torch.float8_e4m3fn)
     assert s.item() == 1.0
-    assert_same_q(q, x.to(torch.float8_e4m3fn))
+    assert_same_q(q.cpu(), x.cpu().to(torch.float8_e4m3fn))
     assert q.float()[0, :3].tolist() == [128.0, 32.0, -16.0]
 
 
@@ -75,8 +76,8 @@ def test_per_token_int8_matches_reference(h):
     q = torch.empty(x.shape, dtype=torch.int8, device=DEVICE)
     s = torch.empty(5, 1, device=DEVICE)
     triton_impl.group_quant(x, q, s, h, 1e-10, False)
-    q_ref, s_ref = reference.per_token_quant_int8_ref(x)
-    assert_same_q(q, q_ref)
+    q_ref, s_ref = reference.per_token_quant_int8_ref(x.cpu())
+    assert_same_q(q.cpu(), q_ref)
     assert_same_scales(s, s_ref)
 
 
@@ -88,8 +89,8 @@ def test_per_tensor_fp8_matches_reference(shape, dynamic):
     q = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device=DEVICE)
     s = torch.empty(1, device=DEVICE) if dynamic else scale.clone()
     triton_impl.tensor_quant_fp8(x, q, s, 1e-10, dynamic)
-    q_ref, s_ref = reference.per_tensor_quant_fp8_ref(x, None if dynamic else scale)
-    assert_same_q(q, q_ref)
+    q_ref, s_ref = reference.per_tensor_quant_fp8_ref(x.cpu(), None if dynamic else scale.cpu())
+    assert_same_q(q.cpu(), q_ref)
     assert_same_scales(s, s_ref)
 
 

@@ -79,7 +79,10 @@ class CuteBackend:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             log_path.write_text(repr(e))
             raise CompileError(spec.label, str(e), str(log_path)) from e
-        cmd = ["cc", "-shared", "-o", str(lib), str(obj), *cute.runtime.find_runtime_libraries(enable_tvm_ffi=True)]
+        runtime_libs = cute.runtime.find_runtime_libraries(enable_tvm_ffi=True)
+        # rpath: a later process loads the library from the cache without importing the DSL first.
+        rpaths = [f"-Wl,-rpath,{d}" for d in sorted({str(Path(p).parent) for p in runtime_libs})]
+        cmd = ["cc", "-shared", "-o", str(lib), str(obj), *runtime_libs, *rpaths]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         (out_dir / "build.log").write_text(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
         if proc.returncode != 0:

@@ -2,7 +2,8 @@
 
 For machines with a driver but no nvcc. Only ``__global__`` templates can be built this way (no host code),
 so sources meant for NVRTC keep to device code and include no CUDA headers. The loaded callable launches the
-kernel on torch's current stream: ``fn(grid, block, *args)`` where ``args`` are ctypes/numpy scalars.
+kernel on torch's current stream: ``fn(grid, block, *args)`` where ``args`` are numpy scalars (pointers as
+np.uint64).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class NvrtcBackend:
         from cuda.core import Device, LaunchConfig, ObjectCode, Stream, launch
 
         Device(torch.cuda.current_device()).set_current()
-        mapping = json.loads((entry_dir / "symbols.json").read_text())
+        mapping = {k: v.encode() for k, v in json.loads((entry_dir / "symbols.json").read_text()).items()}
         code = ObjectCode.from_cubin((entry_dir / "kernel.cubin").read_bytes(), symbol_mapping=mapping)
         kernel = code.get_kernel(spec.instantiation)
 

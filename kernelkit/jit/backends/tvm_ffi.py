@@ -12,6 +12,8 @@ the launcher reads with ``TVMFFIEnvGetStream``.
 from __future__ import annotations
 
 import functools
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,19 +30,49 @@ BASE_FLAGS = ("-std=c++17", "-O3", "-shared", "-Xcompiler=-fPIC", "-lineinfo", "
 @functools.cache
 def find_nvcc() -> str | None:
     """Path of nvcc: ``$CUDA_HOME/bin/nvcc``, else the one on PATH."""
-    import os
-
     home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
     if home and (Path(home) / "bin" / "nvcc").is_file():
         return str(Path(home) / "bin" / "nvcc")
     return shutil.which("nvcc")
 
 
+def _nvcc_signature() -> str:
+    """Identity of the nvcc binaries in play (the one found, and $CUDA_HOME's, which a wrapper may exec)."""
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    parts = []
+    for path in sorted({os.path.realpath(find_nvcc()), os.path.realpath(os.path.join(home, "bin", "nvcc"))}):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        parts.append(f"{path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+    return "|".join(parts)
+
+
 @functools.cache
 def nvcc_version() -> str:
-    """The last line of ``nvcc --version``, e.g. ``Build cuda_13.0.r13.0/compiler.36424714_0``."""
+    """The last line of ``nvcc --version``, e.g. ``Build cuda_13.0.r13.0/compiler.36424714_0``.
+
+    Running nvcc costs ~50 ms, which would dominate a cached kernel load, so the answer is remembered in
+    ``<cache root>/toolchains.json`` per nvcc binary identity (path, size, mtime, inode). A changed binary
+    only means asking nvcc again; the version string, not the file stamp, is what enters kernel keys.
+    """
+    from kernelkit.jit.cache import cache_root
+
+    memo_path = cache_root() / "toolchains.json"
+    signature = _nvcc_signature()
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if signature in memo:
+        return memo[signature]
     out = subprocess.run([find_nvcc(), "--version"], capture_output=True, text=True, check=True).stdout
-    return out.strip().splitlines()[-1]
+    memo[signature] = out.strip().splitlines()[-1]
+    tmp = memo_path.with_name(f".toolchains.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(memo))
+    os.replace(tmp, memo_path)
+    return memo[signature]
 
 
 def translation_unit(spec: KernelSpec) -> str:

@@ -6,8 +6,6 @@ code only, launched from Python through cuda.core; for machines without nvcc).
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import torch
 
@@ -48,8 +46,11 @@ def group_quant_tvm_ffi(x, q, s, group_size: int, eps: float, scale_ue8m0: bool)
 
 
 def _groups_per_block(x_dtype: torch.dtype, group_size: int) -> int:
+    """Mirrors GroupShape<T, GROUP>::kGroupsPerBlock in per_token_group_quant.cuh."""
     vecs = group_size // (16 // torch.empty((), dtype=x_dtype).element_size())
-    return _BLOCK_THREADS // min(vecs, 16)
+    threads = min(vecs, 16)
+    groups_per_thread = 1 if vecs // threads >= 2 else 2
+    return _BLOCK_THREADS // threads * groups_per_thread
 
 
 def group_quant_nvrtc(x, q, s, group_size: int, eps: float, scale_ue8m0: bool) -> None:
@@ -61,7 +62,7 @@ def group_quant_nvrtc(x, q, s, group_size: int, eps: float, scale_ue8m0: bool) -
     run = load(spec("nvrtc", x.dtype, q.dtype, group_size, scale_ue8m0))
     blocks = -(-num_groups // _groups_per_block(x.dtype, group_size))
     run((blocks,), (_BLOCK_THREADS,),
-        ctypes.c_void_p(x.data_ptr()), ctypes.c_void_p(q.data_ptr()), ctypes.c_void_p(s.data_ptr()),
+        np.uint64(x.data_ptr()), np.uint64(q.data_ptr()), np.uint64(s.data_ptr()),
         np.int64(num_groups), np.int32(h // group_size), np.int64(x.stride(0)),
         np.int64(s.stride(0)), np.int64(s.stride(1)), np.float32(eps))
 

@@ -1,4 +1,4 @@
-"""CuTe DSL kernel: static per-tensor FP8 quantization, q = fp8(clamp(x / scale, -448, 448)).
+"""CuTe DSL kernel: static per-tensor FP8 quantization, q = fp8(clamp(x * (1 / scale), -448, 448)).
 
 This module is the kernel's source for the JIT's ``cute`` backend (its contents enter the cache key), so it
 imports cutlass at the top and must only be imported where nvidia-cutlass-dsl is installed.
@@ -38,7 +38,8 @@ def _static_quant_kernel(g_x: cute.Tensor, g_q: cute.Tensor, g_crd: cute.Tensor,
     frg_x = cute.make_fragment_like(thr_x)
     frg_q = cute.make_fragment_like(thr_q)
     cute.copy(load_atom, thr_x, frg_x, pred=pred)
-    y = frg_x.load().to(cutlass.Float32) / m_scale[0]
+    inv_scale = cutlass.Float32(1.0) / m_scale[0]
+    y = frg_x.load().to(cutlass.Float32) * inv_scale
     y = cute.where(y > FP8_MAX, FP8_MAX, cute.where(y < -FP8_MAX, -FP8_MAX, y))  # NaN passes through
     frg_q.store(y.to(cutlass.Float8E4M3FN))
     cute.copy(store_atom, frg_q, thr_q, pred=pred)

@@ -4,8 +4,14 @@ kernel must reproduce:
 - amax is taken in fp32 and clamped below by ``eps``; a NaN anywhere in a group makes amax NaN.
 - scale = amax / qmax, with qmax 448 (float8_e4m3fn) or 127 (int8), as an IEEE fp32 division.
 - with ``ue8m0``, the scale is rounded up to the next power of two (exact, via frexp).
-- q = x / scale (IEEE fp32 division), clamped to [-qmax, qmax] (NaN stays NaN), then cast:
-  to float8_e4m3fn by round-to-nearest-even; to int8 by round-half-to-even with NaN -> 0.
+- q = x * (1 / scale) (an IEEE fp32 reciprocal once per scale, then IEEE products), clamped to
+  [-qmax, qmax] (NaN stays NaN), then cast: to float8_e4m3fn by round-to-nearest-even; to int8 by
+  round-half-to-even with NaN -> 0. Multiplying by the reciprocal (as vLLM's CUDA quantizers do) rather than
+  dividing costs at most one fp32 ulp before the 8-bit rounding and keeps the kernels memory-bound; with
+  UE8M0 scales the reciprocal is exact, so the two agree.
+
+The CPU evaluation of these functions is the definition the kernels are tested against, bit for bit. On CUDA
+tensors torch's own kernels may differ from it in the last bit of a few values (see benches/RESULTS.md).
 
 Sources: DeepSeek-V3 fine-grained FP8 (arXiv 2412.19437, section 3.3), sglang
 ``python/sglang/srt/layers/quantization/fp8_kernel.py`` (``per_token_group_quant_8bit``,
@@ -60,6 +66,7 @@ def per_token_group_quant_8bit_ref(
 
     Returns:
         q: [..., H] ``dst_dtype``; scales: [..., H / group_size] fp32, row-major.
+        q = cast(x * (1 / scale)).
     """
     *lead, h = x.shape
     xg = x.float().reshape(*lead, h // group_size, group_size)
@@ -67,7 +74,7 @@ def per_token_group_quant_8bit_ref(
     scale = amax / qmax(dst_dtype)
     if scale_ue8m0:
         scale = round_up_pow2(scale)
-    q = cast_8bit(xg / scale, dst_dtype)
+    q = cast_8bit(xg * (1.0 / scale), dst_dtype)
     return q.reshape(x.shape), scale.squeeze(-1)
 
 
@@ -98,4 +105,4 @@ def per_tensor_quant_fp8_ref(
         amax = xf.abs().amax() if xf.numel() else torch.zeros((), device=x.device)
         scale = (amax.clamp(min=eps) / FP8_MAX).reshape(1)
     scale = scale.reshape(1).float()
-    return cast_8bit(xf / scale, torch.float8_e4m3fn), scale
+    return cast_8bit(xf * (1.0 / scale), torch.float8_e4m3fn), scale

@@ -3,7 +3,8 @@
 Bit-exactness notes (the GPU path is tested bit-for-bit against torch's cast):
 - amax is an integer max over ``bits(x) & 0x7fffffff``: NaN sorts above +inf, so it propagates, whereas
   ``tl.max`` on floats may drop it.
-- divisions use ``tl.math.div_rn`` (IEEE round-to-nearest), not Triton's approximate ``/``.
+- the reciprocal of the scale uses ``tl.math.div_rn`` (IEEE round-to-nearest), not Triton's approximate
+  ``/``; values are then multiplied by it, as the reference defines.
 - FP8 values are produced without Triton's fp32 -> float8e4nv cast: we round onto the e4m3 grid with the
   add-and-subtract trick and assemble the bit pattern with integer ops, stored through a uint8 view.
   Triton 3.6's interpreter cast drops the carry into the exponent (126.99 -> 64; upstream triton PR
@@ -19,7 +20,7 @@ import triton.language as tl
 from kernelkit.ops.quant.reference import qmax
 
 # 1.5 * 2**23: adding and subtracting (quantum * this) rounds an fp32 to a multiple of quantum, ties to even.
-_RNE_MAGIC = 12582912.0
+_RNE_MAGIC = tl.constexpr(12582912.0)
 
 
 @triton.jit
@@ -44,13 +45,14 @@ def _e4m3_bits(y):
 
 
 @triton.jit
-def _cast_8bit(y, QMAX: tl.constexpr, IS_FP8: tl.constexpr):
-    """Saturate and convert scaled fp32 values: to e4m3 bit patterns (uint8) or to int8."""
+def _store_8bit(ptr, y, mask, QMAX: tl.constexpr, IS_FP8: tl.constexpr):
+    """Saturate scaled fp32 values and store them as e4m3 bit patterns (uint8) or int8 (NaN -> 0)."""
     y = tl.where(y > QMAX, QMAX, tl.where(y < -QMAX, -QMAX, y))  # comparisons leave NaN alone
     if IS_FP8:
-        return _e4m3_bits(y)
-    y = (y + _RNE_MAGIC) - _RNE_MAGIC
-    return tl.where(y != y, 0.0, y).to(tl.int8)
+        tl.store(ptr, _e4m3_bits(y), mask=mask)
+    else:
+        y = (y + _RNE_MAGIC) - _RNE_MAGIC
+        tl.store(ptr, tl.where(y != y, 0.0, y).to(tl.int8), mask=mask)
 
 
 @triton.jit
@@ -82,9 +84,8 @@ def _group_quant_kernel(
     amax_bits = tl.max(x.to(tl.int32, bitcast=True) & 0x7FFFFFFF, axis=1)
     scale = _amax_to_scale(amax_bits, eps, QMAX, UE8M0)
     tl.store(s_ptr + row * s_stride_m + g * s_stride_g, scale, mask=gmask)
-    y = tl.math.div_rn(x, scale[:, None])
-    q = _cast_8bit(y, QMAX, IS_FP8)
-    tl.store(q_ptr + (gid * GROUP)[:, None] + cols[None, :], q, mask=mask)
+    y = x * tl.math.div_rn(1.0, scale)[:, None]
+    _store_8bit(q_ptr + (gid * GROUP)[:, None] + cols[None, :], y, mask, QMAX, IS_FP8)
 
 
 def _as_bits(q: torch.Tensor) -> torch.Tensor:
@@ -136,8 +137,7 @@ def _tensor_quant_kernel(x_ptr, q_ptr, scale_ptr, amax_bits_ptr, n, eps, DYNAMIC
     offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    q = _cast_8bit(tl.math.div_rn(x, scale), 448.0, True)
-    tl.store(q_ptr + offs, q, mask=mask)
+    _store_8bit(q_ptr + offs, x * tl.math.div_rn(1.0, scale), mask, 448.0, True)
 
 
 _TENSOR_BLOCK = 4096
