@@ -7,6 +7,8 @@
 //   s: [M, H / GROUP] float32, any non-overlapping strides
 // It launches on torch's current stream (tvm-ffi receives it with the tensors).
 #include <cuda_runtime.h>
+
+#include <algorithm>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/extra/c_env_api.h>
@@ -37,6 +39,19 @@ inline void check_cuda(cudaError_t err, const char* what) {
   if (err != cudaSuccess) TVM_FFI_THROW(RuntimeError) << what << ": " << cudaGetErrorString(err);
 }
 
+// How many blocks of kQuantBlockThreads fit on the whole device at once: one persistent wave.
+template <typename Kernel>
+int64_t resident_blocks(Kernel kernel, int device) {
+  static int per_sm = -1;  // one value per kernel instantiation
+  int sms = 0;
+  check_cuda(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  if (per_sm < 0) {
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kQuantBlockThreads, 0),
+               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+  }
+  return static_cast<int64_t>(sms) * per_sm;
+}
+
 template <typename T, typename Out, int GROUP, bool UE8M0>
 void per_token_group_quant_8bit(tvm::ffi::TensorView x, tvm::ffi::TensorView q, tvm::ffi::TensorView s,
                                 double eps) {
@@ -57,9 +72,10 @@ void per_token_group_quant_8bit(tvm::ffi::TensorView x, tvm::ffi::TensorView q, 
 
   using Shape = GroupShape<T, GROUP>;
   const int64_t num_groups = M * (H / GROUP);
-  const int64_t blocks = (num_groups + Shape::kGroupsPerBlock - 1) / Shape::kGroupsPerBlock;
-  TVM_FFI_ICHECK(blocks < (int64_t{1} << 31)) << "input too large";
   tvm::ffi::CUDADeviceGuard guard(x.device().device_id);
+  const int64_t needed = (num_groups + Shape::kGroupsPerBlock - 1) / Shape::kGroupsPerBlock;
+  const int64_t blocks = std::min<int64_t>(
+      needed, resident_blocks(per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0>, x.device().device_id));
   auto stream = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kDLCUDA, x.device().device_id));
   per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0>
       <<<static_cast<unsigned>(blocks), kQuantBlockThreads, 0, stream>>>(

@@ -45,54 +45,58 @@ per_token_group_quant_8bit_kernel(const T* __restrict__ x, unsigned char* __rest
   constexpr int U = Shape::kGroupsPerThread;
 
   const int lane = threadIdx.x % TPG;
-  long long gid[U];
-  uint4 raw[U][VPT];
+  // Persistent grid: the host launches about one wave of blocks, each striding over the groups.
+  const long long stride = static_cast<long long>(gridDim.x) * Shape::kGroupsPerBlock;
+  for (long long base = static_cast<long long>(blockIdx.x) * Shape::kGroupsPerBlock; base < num_groups;
+       base += stride) {
+    long long gid[U];
+    uint4 raw[U][VPT];
 #pragma unroll
-  for (int u = 0; u < U; ++u) {  // issue every load before any use
-    gid[u] = static_cast<long long>(blockIdx.x) * Shape::kGroupsPerBlock + u * Shape::kRowsPerBlock +
-             threadIdx.x / TPG;
-    const bool valid = gid[u] < num_groups;
-    const long long row = valid ? gid[u] / groups_per_row : 0;
-    const T* xg = x + row * x_row_stride + (valid ? gid[u] - row * groups_per_row : 0) * GROUP;
+    for (int u = 0; u < U; ++u) {  // issue every load before any use
+      gid[u] = base + u * Shape::kRowsPerBlock + threadIdx.x / TPG;
+      const bool valid = gid[u] < num_groups;
+      const long long row = valid ? gid[u] / groups_per_row : 0;
+      const T* xg = x + row * x_row_stride + (valid ? gid[u] - row * groups_per_row : 0) * GROUP;
 #pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      raw[u][j] = valid ? load_streaming(xg + (j * TPG + lane) * V) : make_uint4(0u, 0u, 0u, 0u);
-    }
-  }
-#pragma unroll
-  for (int u = 0; u < U; ++u) {
-    float v[VPT][V];
-    unsigned amax_bits = 0u;
-#pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      Vec16<T>::unpack(raw[u][j], v[j]);
-#pragma unroll
-      for (int k = 0; k < V; ++k) amax_bits = max(amax_bits, abs_bits(v[j][k]));
+      for (int j = 0; j < VPT; ++j) {
+        raw[u][j] = valid ? load_streaming(xg + (j * TPG + lane) * V) : make_uint4(0u, 0u, 0u, 0u);
+      }
     }
 #pragma unroll
-    for (int offset = TPG / 2; offset > 0; offset /= 2) {
-      amax_bits = max(amax_bits, __shfl_xor_sync(0xffffffffu, amax_bits, offset));
-    }
-    if (gid[u] >= num_groups) continue;
-    float amax = __uint_as_float(amax_bits);
-    amax = amax < eps ? eps : amax;  // keeps NaN, unlike fmaxf
-    float scale = __fdiv_rn(amax, Quant8<Out>::kMax);
-    if (UE8M0) scale = round_up_pow2(scale);
-    const long long row = gid[u] / groups_per_row;
-    if (lane == 0) s[row * s_stride_m + (gid[u] - row * groups_per_row) * s_stride_g] = scale;
-    const float inv_scale = __frcp_rn(scale);
+    for (int u = 0; u < U; ++u) {
+      float v[VPT][V];
+      unsigned amax_bits = 0u;
+#pragma unroll
+      for (int j = 0; j < VPT; ++j) {
+        Vec16<T>::unpack(raw[u][j], v[j]);
+#pragma unroll
+        for (int k = 0; k < V; ++k) amax_bits = max(amax_bits, abs_bits(v[j][k]));
+      }
+#pragma unroll
+      for (int offset = TPG / 2; offset > 0; offset /= 2) {
+        amax_bits = max(amax_bits, __shfl_xor_sync(0xffffffffu, amax_bits, offset));
+      }
+      if (gid[u] >= num_groups) continue;
+      float amax = __uint_as_float(amax_bits);
+      amax = amax < eps ? eps : amax;  // keeps NaN, unlike fmaxf
+      float scale = __fdiv_rn(amax, Quant8<Out>::kMax);
+      if (UE8M0) scale = round_up_pow2(scale);
+      const long long row = gid[u] / groups_per_row;
+      if (lane == 0) s[row * s_stride_m + (gid[u] - row * groups_per_row) * s_stride_g] = scale;
+      const float inv_scale = __frcp_rn(scale);
 
-    unsigned char* qg = q + gid[u] * GROUP;
+      unsigned char* qg = q + gid[u] * GROUP;
 #pragma unroll
-    for (int j = 0; j < VPT; ++j) {
-      float y[V];
+      for (int j = 0; j < VPT; ++j) {
+        float y[V];
 #pragma unroll
-      for (int k = 0; k < V; ++k) y[k] = __fmul_rn(v[j][k], inv_scale);
-      unsigned char* dst = qg + (j * TPG + lane) * V;
-      if constexpr (V == 8) {
-        *reinterpret_cast<uint2*>(dst) = make_uint2(Quant8<Out>::pack4(y), Quant8<Out>::pack4(y + 4));
-      } else {
-        *reinterpret_cast<unsigned*>(dst) = Quant8<Out>::pack4(y);
+        for (int k = 0; k < V; ++k) y[k] = __fmul_rn(v[j][k], inv_scale);
+        unsigned char* dst = qg + (j * TPG + lane) * V;
+        if constexpr (V == 8) {
+          *reinterpret_cast<uint2*>(dst) = make_uint2(Quant8<Out>::pack4(y), Quant8<Out>::pack4(y + 4));
+        } else {
+          *reinterpret_cast<unsigned*>(dst) = Quant8<Out>::pack4(y);
+        }
       }
     }
   }

@@ -58,10 +58,13 @@ PY
 case "$mode" in
   tests)
     prebuild 2>&1 | tail -n 3
-    python3 -m pytest ${TESTS:-tests} -q --maxfail=15 -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
+    python3 -m pytest ${TESTS:-tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
     sass_check ;;
   bench)
     torch_cuda_vs_cpu 2>&1 | tee "$OUT/torch_cuda_vs_cpu.txt"
+    ncu --section SpeedOfLight --section Occupancy -k regex:per_token_group_quant_8bit_kernel -c 1 \
+      python3 scripts/profile_quant.py > "$OUT/ncu.txt" 2>&1
+    grep -E "Memory Throughput|DRAM Throughput|Duration|Achieved Occupancy|Registers Per" "$OUT/ncu.txt"
     python3 -m pytest benches -q -p no:cacheprovider --benchmark-json="$OUT/bench.json" 2>&1 \
       | tee "$OUT/bench.txt" | tail -n 80 ;;
 esac

@@ -3,7 +3,7 @@
 For machines with a driver but no nvcc. Only ``__global__`` templates can be built this way (no host code),
 so sources meant for NVRTC keep to device code and include no CUDA headers. The loaded callable launches the
 kernel on torch's current stream: ``fn(grid, block, *args)`` where ``args`` are numpy scalars (pointers as
-np.uint64).
+np.uint64); ``fn.max_active_blocks_per_sm(block_size, dynamic_smem)`` reports its occupancy.
 """
 
 from __future__ import annotations
@@ -88,4 +88,5 @@ class NvrtcBackend:
             stream = Stream.from_handle(torch.cuda.current_stream().cuda_stream)
             launch(stream, LaunchConfig(grid=grid, block=block), kernel, *args)
 
+        run.max_active_blocks_per_sm = kernel.occupancy.max_active_blocks_per_multiprocessor
         return run

@@ -6,6 +6,8 @@ code only, launched from Python through cuda.core; for machines without nvcc).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -53,6 +55,11 @@ def _groups_per_block(x_dtype: torch.dtype, group_size: int) -> int:
     return _BLOCK_THREADS // threads * groups_per_thread
 
 
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
 def group_quant_nvrtc(x, q, s, group_size: int, eps: float, scale_ue8m0: bool) -> None:
     """Same kernel, compiled by NVRTC and launched through cuda.core."""
     m, h = x.shape
@@ -60,7 +67,8 @@ def group_quant_nvrtc(x, q, s, group_size: int, eps: float, scale_ue8m0: bool) -
     if num_groups == 0:
         return
     run = load(spec("nvrtc", x.dtype, q.dtype, group_size, scale_ue8m0))
-    blocks = -(-num_groups // _groups_per_block(x.dtype, group_size))
+    resident = run.max_active_blocks_per_sm(_BLOCK_THREADS, 0) * _sm_count(x.device.index)
+    blocks = min(-(-num_groups // _groups_per_block(x.dtype, group_size)), resident)
     run((blocks,), (_BLOCK_THREADS,),
         np.uint64(x.data_ptr()), np.uint64(q.data_ptr()), np.uint64(s.data_ptr()),
         np.int64(num_groups), np.int32(h // group_size), np.int64(x.stride(0)),
