@@ -85,6 +85,24 @@ def bench_per_token_group_quant_fp8(benchmark, record, copy_gbs, t, h):
     benchmark.pedantic(lambda: (impls["cuda"](x, q, s), torch.cuda.synchronize()), rounds=20, warmup_rounds=2)
 
 
+@pytest.mark.parametrize("t, h", ((4096, 7168), (16384, 4096), (16384, 7168)))
+def bench_group_quant_launch_variants(record, copy_gbs, t, h):
+    """The CUDA kernel's launch tuning: groups per thread (loads in flight) x grid size (one resident wave, a
+    grid-stride loop; or one block per GROUPS_PER_BLOCK groups). bf16 -> FP8, group 128."""
+    from kernelkit.ops.quant import cuda_impl
+
+    sets = _group_sets(t, h, torch.float8_e4m3fn)
+    nbytes = t * h * 3 + t * (h // GROUP) * 4
+    row = {"T": t, "H": h}
+    for unroll in (1, 2, 4):
+        for waves in (1, 0):
+            ms = median_ms(lambda x, q, s: cuda_impl.group_quant_tvm_ffi(x, q, s, GROUP, 1e-10, False, unroll, waves),
+                           sets)
+            row[f"{unroll} group(s)/thread, {'1 wave' if waves else 'full grid'}"] = \
+                f"{ms * 1e3:.1f} µs = {nbytes / ms / 1e6 / copy_gbs:.0%}"
+    record("per_token_group_quant_fp8_launch_variants", row)
+
+
 @pytest.mark.parametrize("h", (4096, 7168))
 @pytest.mark.parametrize("t", (1, 128, 4096, 16384))
 def bench_per_token_quant_int8(benchmark, record, copy_gbs, t, h):

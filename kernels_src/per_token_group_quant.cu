@@ -1,10 +1,12 @@
 // Host launcher of per_token_group_quant_8bit_kernel, exported through apache-tvm-ffi.
 //
-// The JIT instantiates `kk::per_token_group_quant_8bit<T, Out, GROUP, UE8M0>` in a generated translation
+// The JIT instantiates `kk::per_token_group_quant_8bit<T, Out, GROUP, UE8M0, UNROLL>` in a generated translation
 // unit and exports it as `run(x, q, s, eps)`:
 //   x: [M, H] T (bf16/fp16/fp32), last dim contiguous, rows 16-byte aligned
 //   q: [M, H] 1-byte (float8_e4m3fn passed as uint8, or int8), contiguous
 //   s: [M, H / GROUP] float32, any non-overlapping strides
+//   waves: grid size in resident waves (blocks = waves * blocks that fit on the device); <= 0: one block per
+//          GROUPS_PER_BLOCK groups. The kernel strides over the groups, so any grid is correct.
 // It launches on torch's current stream (tvm-ffi receives it with the tensors).
 #include <cuda_runtime.h>
 
@@ -39,7 +41,7 @@ inline void check_cuda(cudaError_t err, const char* what) {
   if (err != cudaSuccess) TVM_FFI_THROW(RuntimeError) << what << ": " << cudaGetErrorString(err);
 }
 
-// How many blocks of kQuantBlockThreads fit on the whole device at once: one persistent wave.
+// How many blocks of kQuantBlockThreads fit on the whole device at once: one wave.
 template <typename Kernel>
 int64_t resident_blocks(Kernel kernel, int device) {
   static int per_sm = -1;  // one value per kernel instantiation
@@ -52,9 +54,9 @@ int64_t resident_blocks(Kernel kernel, int device) {
   return static_cast<int64_t>(sms) * per_sm;
 }
 
-template <typename T, typename Out, int GROUP, bool UE8M0>
+template <typename T, typename Out, int GROUP, bool UE8M0, int UNROLL>
 void per_token_group_quant_8bit(tvm::ffi::TensorView x, tvm::ffi::TensorView q, tvm::ffi::TensorView s,
-                                double eps) {
+                                double eps, int64_t waves) {
   TVM_FFI_ICHECK(x.ndim() == 2 && q.ndim() == 2 && s.ndim() == 2) << "x, q, s must be 2-D";
   TVM_FFI_ICHECK(x.device().device_type == kDLCUDA) << "x must be on a CUDA device";
   TVM_FFI_ICHECK(same_dtype(x.dtype(), dl_dtype<T>())) << "x has the wrong dtype for this specialization";
@@ -70,14 +72,16 @@ void per_token_group_quant_8bit(tvm::ffi::TensorView x, tvm::ffi::TensorView q, 
       << "x rows must be 16-byte aligned";
   if (M == 0) return;
 
-  using Shape = GroupShape<T, GROUP>;
+  using Shape = GroupShape<T, GROUP, UNROLL>;
   const int64_t num_groups = M * (H / GROUP);
   tvm::ffi::CUDADeviceGuard guard(x.device().device_id);
   const int64_t needed = (num_groups + Shape::kGroupsPerBlock - 1) / Shape::kGroupsPerBlock;
-  const int64_t blocks = std::min<int64_t>(
-      needed, resident_blocks(per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0>, x.device().device_id));
+  const int64_t blocks = waves <= 0 ? needed : std::min<int64_t>(
+      needed, waves * resident_blocks(per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0, UNROLL>,
+                                      x.device().device_id));
+  TVM_FFI_ICHECK(blocks < (int64_t{1} << 31)) << "input too large";
   auto stream = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kDLCUDA, x.device().device_id));
-  per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0>
+  per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0, UNROLL>
       <<<static_cast<unsigned>(blocks), kQuantBlockThreads, 0, stream>>>(
           data<const T>(x), data<unsigned char>(q), data<float>(s), num_groups, static_cast<int>(H / GROUP), x.stride(0), s.stride(0),
           s.stride(1), static_cast<float>(eps));

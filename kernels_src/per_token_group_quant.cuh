@@ -9,9 +9,9 @@
 // and vLLM `per_token_group_quant_fp8` (python/sglang/srt/layers/quantization/fp8_kernel.py). Scales are
 // written through (stride_m, stride_g), so row-major, column-major and TMA-aligned layouts are one kernel.
 //
-// Mapping: TPG threads share one group (TPG = min(GROUP / vector, 16)); a thread covers one or two groups
-// and issues all its 16-byte loads before reducing; each group's max is reduced with warp shuffles over its
-// TPG lanes.
+// Mapping: TPG threads share one group (TPG = min(GROUP / vector, 16)); a thread covers UNROLL groups per
+// step of a grid-stride loop and issues all its 16-byte loads before reducing; each group's max is reduced
+// with warp shuffles over its TPG lanes.
 // Device code only, so NVRTC can compile it too.
 #pragma once
 #include "common.cuh"
@@ -20,27 +20,28 @@ namespace kk {
 
 constexpr int kQuantBlockThreads = 256;
 
-template <typename T, int GROUP>
+template <typename T, int GROUP, int UNROLL>
 struct GroupShape {
   static constexpr int kVec = Vec16<T>::N;                    // elements per 16-byte vector
   static constexpr int kVecs = GROUP / kVec;                  // vectors per group
   static constexpr int kThreads = kVecs < 16 ? kVecs : 16;    // threads per group
   static constexpr int kVecsPerThread = kVecs / kThreads;
-  // Groups each thread covers: at least two 16-byte loads in flight per thread, or ~32 KB per SM at full
-  // occupancy is too little to cover HBM latency at 4+ TB/s (Little's law).
-  static constexpr int kGroupsPerThread = kVecsPerThread >= 2 ? 1 : 2;
+  // Groups each thread covers per step: its UNROLL * kVecsPerThread 16-byte loads are all in flight before
+  // any is used. One load per thread (~32 KB per SM at full occupancy) is too little to cover HBM latency
+  // at 4+ TB/s (Little's law); more costs registers, hence occupancy. benches/ picks the default.
+  static constexpr int kGroupsPerThread = UNROLL;
   static constexpr int kRowsPerBlock = kQuantBlockThreads / kThreads;  // groups side by side in a block
   static constexpr int kGroupsPerBlock = kRowsPerBlock * kGroupsPerThread;
   static_assert(GROUP % kVec == 0 && kVecs % kThreads == 0, "group must be a whole number of vectors");
   static_assert((kThreads & (kThreads - 1)) == 0, "group size must be a power of two (shuffle reduction)");
 };
 
-template <typename T, typename Out, int GROUP, bool UE8M0>
+template <typename T, typename Out, int GROUP, bool UE8M0, int UNROLL>
 __global__ void __launch_bounds__(kQuantBlockThreads)
 per_token_group_quant_8bit_kernel(const T* __restrict__ x, unsigned char* __restrict__ q, float* __restrict__ s,
                                   long long num_groups, int groups_per_row, long long x_row_stride,
                                   long long s_stride_m, long long s_stride_g, float eps) {
-  using Shape = GroupShape<T, GROUP>;
+  using Shape = GroupShape<T, GROUP, UNROLL>;
   constexpr int V = Shape::kVec, TPG = Shape::kThreads, VPT = Shape::kVecsPerThread;
   constexpr int U = Shape::kGroupsPerThread;
 

@@ -7,7 +7,7 @@ from quant_cases import DST, DTYPES, assert_same_q, assert_same_scales, make_x
 
 from kernelkit import ops
 from kernelkit.ops.dispatch import last_used
-from kernelkit.ops.quant import layouts, reference
+from kernelkit.ops.quant import cuda_impl, layouts, reference
 from kernelkit.ops.quant.ops import GROUP_IMPLS, TENSOR_IMPLS
 
 pytestmark = pytest.mark.gpu
@@ -55,6 +55,21 @@ def test_group_quant_shapes(impl, m, h):
 def test_group_quant_strided_rows(impl):
     x = make_x(33, 1024, torch.bfloat16, "cuda", seed=7, row_stride=1536)
     _check_group(impl, x, 128, torch.int8)
+
+
+@pytest.mark.parametrize("backend", ["tvm_ffi", "nvrtc"])
+@pytest.mark.parametrize("unroll, waves", [(1, 0), (1, 1), (2, 0), (4, 1), (4, 0)])
+def test_launch_variants_bit_exact(backend, unroll, waves):
+    """Every groups-per-thread and grid choice the benches compare; waves=1 makes blocks stride 8+ times."""
+    run = cuda_impl.group_quant_tvm_ffi if backend == "tvm_ffi" else cuda_impl.group_quant_nvrtc
+    for dtype, dst, group in ((torch.bfloat16, torch.float8_e4m3fn, 128), (torch.float32, torch.int8, 64)):
+        x = make_x(4097, 7168, dtype, "cuda", seed=unroll)
+        q = torch.full(x.shape, 0x55, dtype=torch.uint8, device="cuda").view(dst)
+        s = torch.full((4097, 7168 // group), float("nan"), device="cuda")
+        run(x, q, s, group, 1e-10, False, unroll=unroll, waves=waves)
+        q_ref, s_ref = reference.per_token_group_quant_8bit_ref(x.cpu(), group, dst)
+        assert_same_q(q.cpu(), q_ref)
+        assert_same_scales(s, s_ref)
 
 
 def test_group_quant_large_random_bit_exact():

@@ -14,14 +14,29 @@ import torch
 from kernelkit.jit import KernelSpec, load
 
 SUPPORTED_GROUPS = (16, 32, 64, 128, 256)
+# Launch tuning, chosen in benches/RESULTS.md: waves of resident blocks in the grid (0: no cap, one block
+# per GROUPS_PER_BLOCK groups), and groups per thread (see default_unroll).
+DEFAULT_WAVES = 1
 _IN = {torch.bfloat16: "kk::bf16_t", torch.float16: "kk::fp16_t", torch.float32: "float"}
 _OUT = {torch.float8_e4m3fn: "kk::e4m3_t", torch.int8: "kk::s8_t"}
 _BLOCK_THREADS = 256  # kQuantBlockThreads in the .cuh
 
 
-def spec(backend: str, x_dtype: torch.dtype, q_dtype: torch.dtype, group_size: int, ue8m0: bool) -> KernelSpec:
+def _vecs_per_group(x_dtype: torch.dtype, group_size: int) -> int:
+    return group_size // (16 // torch.empty((), dtype=x_dtype).element_size())
+
+
+def default_unroll(x_dtype: torch.dtype, group_size: int) -> int:
+    """Groups per thread: two when a thread would otherwise have a single 16-byte load in flight."""
+    vecs = _vecs_per_group(x_dtype, group_size)
+    return 2 if vecs <= 16 else 1
+
+
+def spec(backend: str, x_dtype: torch.dtype, q_dtype: torch.dtype, group_size: int, ue8m0: bool,
+         unroll: int | None = None) -> KernelSpec:
     """The kernel spec of one specialization on ``backend`` (``tvm_ffi`` or ``nvrtc``)."""
-    args = (_IN[x_dtype], _OUT[q_dtype], str(group_size), "true" if ue8m0 else "false")
+    unroll = unroll or default_unroll(x_dtype, group_size)
+    args = (_IN[x_dtype], _OUT[q_dtype], str(group_size), "true" if ue8m0 else "false", str(unroll))
     if backend == "tvm_ffi":
         return KernelSpec("per_token_group_quant_8bit", "tvm_ffi", "per_token_group_quant.cu",
                           "kk::per_token_group_quant_8bit", args)
@@ -40,19 +55,17 @@ def unsupported(x: torch.Tensor, group_size: int) -> str | None:
     return None
 
 
-def group_quant_tvm_ffi(x, q, s, group_size: int, eps: float, scale_ue8m0: bool) -> None:
+def group_quant_tvm_ffi(x, q, s, group_size: int, eps: float, scale_ue8m0: bool, unroll: int | None = None,
+                        waves: int = DEFAULT_WAVES) -> None:
     """x [M, H] -> q [M, H], s [M, H/group] through the nvcc-built launcher."""
-    fn = load(spec("tvm_ffi", x.dtype, q.dtype, group_size, scale_ue8m0))
+    fn = load(spec("tvm_ffi", x.dtype, q.dtype, group_size, scale_ue8m0, unroll))
     q_arg = q.view(torch.uint8) if q.dtype == torch.float8_e4m3fn else q
-    fn(x, q_arg, s, eps)
+    fn(x, q_arg, s, eps, waves)
 
 
-def _groups_per_block(x_dtype: torch.dtype, group_size: int) -> int:
-    """Mirrors GroupShape<T, GROUP>::kGroupsPerBlock in per_token_group_quant.cuh."""
-    vecs = group_size // (16 // torch.empty((), dtype=x_dtype).element_size())
-    threads = min(vecs, 16)
-    groups_per_thread = 1 if vecs // threads >= 2 else 2
-    return _BLOCK_THREADS // threads * groups_per_thread
+def _groups_per_block(x_dtype: torch.dtype, group_size: int, unroll: int) -> int:
+    """Mirrors GroupShape<T, GROUP, UNROLL>::kGroupsPerBlock in per_token_group_quant.cuh."""
+    return _BLOCK_THREADS // min(_vecs_per_group(x_dtype, group_size), 16) * unroll
 
 
 @functools.cache
@@ -60,15 +73,18 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def group_quant_nvrtc(x, q, s, group_size: int, eps: float, scale_ue8m0: bool) -> None:
+def group_quant_nvrtc(x, q, s, group_size: int, eps: float, scale_ue8m0: bool, unroll: int | None = None,
+                      waves: int = DEFAULT_WAVES) -> None:
     """Same kernel, compiled by NVRTC and launched through cuda.core."""
     m, h = x.shape
     num_groups = m * (h // group_size)
     if num_groups == 0:
         return
-    run = load(spec("nvrtc", x.dtype, q.dtype, group_size, scale_ue8m0))
-    resident = run.max_active_blocks_per_sm(_BLOCK_THREADS, 0) * _sm_count(x.device.index)
-    blocks = min(-(-num_groups // _groups_per_block(x.dtype, group_size)), resident)
+    unroll = unroll or default_unroll(x.dtype, group_size)
+    run = load(spec("nvrtc", x.dtype, q.dtype, group_size, scale_ue8m0, unroll))
+    blocks = -(-num_groups // _groups_per_block(x.dtype, group_size, unroll))
+    if waves > 0:
+        blocks = min(blocks, waves * run.max_active_blocks_per_sm(_BLOCK_THREADS, 0) * _sm_count(x.device.index))
     run((blocks,), (_BLOCK_THREADS,),
         np.uint64(x.data_ptr()), np.uint64(q.data_ptr()), np.uint64(s.data_ptr()),
         np.int64(num_groups), np.int32(h // group_size), np.int64(x.stride(0)),
