@@ -60,7 +60,7 @@ PY
 case "$mode" in
   tests)
     prebuild 2>&1 | tail -n 1
-    python3 -m pytest ${TESTS:-tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
+    python3 -m pytest ${TESTS:-tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 --timeout=90 ${PYTEST_V:-} -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
     sass_check ;;
   bench)
     torch_cuda_vs_cpu 2>&1 | tee "$OUT/torch_cuda_vs_cpu.txt"

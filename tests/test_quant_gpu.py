@@ -60,12 +60,12 @@ def test_group_quant_strided_rows(impl):
 @pytest.mark.parametrize("backend", ["tvm_ffi", "nvrtc"])
 @pytest.mark.parametrize("unroll, waves", [(1, 0), (1, 1), (2, 0), (4, 1), (4, 0)])
 def test_launch_variants_bit_exact(backend, unroll, waves):
-    """Every groups-per-thread and grid choice the benches compare; waves=1 makes blocks stride 8+ times."""
+    """Every groups-per-thread and grid choice the benches compare; waves=1 makes blocks stride over the rows."""
     run = cuda_impl.group_quant_tvm_ffi if backend == "tvm_ffi" else cuda_impl.group_quant_nvrtc
     for dtype, dst, group in ((torch.bfloat16, torch.float8_e4m3fn, 128), (torch.float32, torch.int8, 64)):
-        x = make_x(4097, 7168, dtype, "cuda", seed=unroll)
+        x = make_x(1031, 7168, dtype, "cuda", seed=unroll)
         q = torch.full(x.shape, 0x55, dtype=torch.uint8, device="cuda").view(dst)
-        s = torch.full((4097, 7168 // group), float("nan"), device="cuda")
+        s = torch.full((1031, 7168 // group), float("nan"), device="cuda")
         run(x, q, s, group, 1e-10, False, unroll=unroll, waves=waves)
         q_ref, s_ref = reference.per_token_group_quant_8bit_ref(x.cpu(), group, dst)
         assert_same_q(q.cpu(), q_ref)
