@@ -96,8 +96,10 @@ def bench_group_quant_launch_variants(record, copy_gbs, t, h):
     row = {"T": t, "H": h}
     for unroll in (1, 2, 4):
         for waves in (1, 0):
-            ms = median_ms(lambda x, q, s: cuda_impl.group_quant_tvm_ffi(x, q, s, GROUP, 1e-10, False, unroll, waves),
-                           sets)
+            def run(x, q, s, unroll=unroll, waves=waves):
+                cuda_impl.group_quant_tvm_ffi(x, q, s, GROUP, 1e-10, False, unroll, waves)
+
+            ms = median_ms(run, sets)
             row[f"{unroll} group(s)/thread, {'1 wave' if waves else 'full grid'}"] = \
                 f"{ms * 1e3:.1f} µs = {nbytes / ms / 1e6 / copy_gbs:.0%}"
     record("per_token_group_quant_fp8_launch_variants", row)

@@ -36,12 +36,12 @@ def median_ms(fn: Callable, sets: Sequence[tuple], replays: int = 15) -> float:
     graph.replay()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(replays)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(replays)]
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         start.record()
         graph.replay()
         end.record()
     torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends)) / len(sets)
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)) / len(sets)
 
 
 def copy_bandwidth_gbs(nbytes: int = 1 << 30, iters: int = 20) -> float:
@@ -56,10 +56,10 @@ def copy_bandwidth_gbs(nbytes: int = 1 << 30, iters: int = 20) -> float:
         dst.copy_(src)
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
-    for start, end in zip(starts, ends):
+    for start, end in zip(starts, ends, strict=True):
         start.record()
         dst.copy_(src)
         end.record()
     torch.cuda.synchronize()
-    ms = statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+    ms = statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends, strict=True))
     return 2 * nbytes / ms / 1e6

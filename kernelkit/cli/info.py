@@ -37,7 +37,8 @@ def info() -> None:
         console.print(f"GPU: {props.name}, {props.multi_processor_count} SMs, "
                       f"{props.total_memory / 2**30:.0f} GiB, compute capability {props.major}.{props.minor}")
     override = os.environ.get("KERNELKIT_ARCH")
-    console.print(f"compile target: {override + ' (KERNELKIT_ARCH)' if override else target or 'none (set KERNELKIT_ARCH)'}")
+    shown = f"{override} (KERNELKIT_ARCH)" if override else target or "none (set KERNELKIT_ARCH)"
+    console.print(f"compile target: {shown}")
     console.print(f"kernel cache: {cache.cache_root()}")
 
     table = Table("backend", "status", "versions", title="JIT backends")

@@ -5,8 +5,10 @@ The custom ops take pre-allocated outputs and mutate them (``mutates_args``), so
 ``torch.compile(fullgraph=True)`` and inside CUDA graphs (no host syncs, no allocation inside the op).
 The Python wrappers check arguments, allocate outputs and call the ops.
 
-On CUDA tensors the implementations are tried fastest first (``benches/RESULTS.md``): CUDA C++ through
-tvm-ffi, the same kernel through NVRTC, Triton, then the torch reference. On CPU the torch reference runs.
+On CUDA tensors the implementations are tried fastest first (``benches/RESULTS.md``). Per-token-group: CUDA
+C++ through tvm-ffi, the same kernel through NVRTC, Triton, the torch reference. Per-tensor: Triton, the
+CuTe DSL kernel (static scales only; measured slower than Triton), the torch reference. On CPU the torch
+reference runs.
 """
 
 from __future__ import annotations
@@ -218,8 +220,8 @@ def _cute_run(x, q, scale, eps, dynamic):
 
 
 TENSOR_IMPLS = (
-    ("cute", _cute_unsupported, _cute_run),
     ("triton", _never, lambda *a: _triton().tensor_quant_fp8(*a)),
+    ("cute", _cute_unsupported, _cute_run),
     ("torch", _never, _tensor_ref),
 )
 

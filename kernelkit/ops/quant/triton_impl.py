@@ -153,5 +153,6 @@ def tensor_quant_fp8(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, eps:
     else:
         amax_bits = scale  # unused by the kernel when static
     grid = (max(1, triton.cdiv(n, _TENSOR_BLOCK)),)
-    _tensor_quant_kernel[grid](x, _as_bits(q), scale, amax_bits, n, eps, DYNAMIC=dynamic, BLOCK=_TENSOR_BLOCK, num_warps=8)
+    _tensor_quant_kernel[grid](x, _as_bits(q), scale, amax_bits, n, eps, DYNAMIC=dynamic, BLOCK=_TENSOR_BLOCK,
+                               num_warps=8)
 

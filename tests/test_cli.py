@@ -1,0 +1,43 @@
+"""The command line: info, jit warmup/list/clear, and clear errors for bad input."""
+
+import pytest
+from click.testing import CliRunner
+
+from kernelkit.cli import main
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERNELKIT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, list(args), catch_exceptions=False)
+
+
+def test_info_lists_backends_and_kernels(cli):
+    out = cli("info")
+    assert out.exit_code == 0
+    for word in ("tvm_ffi", "nvrtc", "cute", "triton", "per_token_group_quant_8bit", "per_tensor_quant_fp8"):
+        assert word in out.output
+
+
+@pytest.mark.slow
+def test_warmup_list_clear_without_a_gpu(cli):
+    out = cli("jit", "warmup", "--arch", "sm_90a", "per_token_group_quant_8bit")
+    assert out.exit_code == 0, out.output
+    assert out.output.count("built") == 14  # 7 specializations x (tvm_ffi, nvrtc)
+    again = cli("jit", "warmup", "--arch", "sm_90a", "per_token_group_quant_8bit")
+    assert again.output.count("cached") == 14
+    listed = cli("jit", "list")
+    assert listed.output.count("sm_90a") >= 14 and "per_token_group_quant_8bit<kk::bf16_t" in listed.output
+    assert cli("jit", "list", "--arch", "sm_80").output.strip() == "no cached kernels"
+    cleared = cli("jit", "clear", "--arch", "sm_90a")
+    assert "removed" in cleared.output
+    assert cli("jit", "list").output.strip() == "no cached kernels"
+
+
+def test_bad_arguments_are_usage_errors(cli):
+    out = CliRunner().invoke(main, ["jit", "warmup", "--arch", "sm_90a", "no_such_kernel"])
+    assert out.exit_code == 2 and "unknown kernel" in out.output
+    out = CliRunner().invoke(main, ["jit", "warmup", "--arch", "hopper"])
+    assert out.exit_code == 2 and "not a CUDA target" in out.output

@@ -1,0 +1,11 @@
+"""The examples run (on CPU here), so they cannot rot."""
+
+import runpy
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def test_quant_ops_in_a_model(capsys):
+    runpy.run_path(str(EXAMPLES / "quant_ops_in_a_model.py"), run_name="__main__")
+    assert "relative error from FP8 activations" in capsys.readouterr().out
