@@ -100,13 +100,18 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``path`` through a uniquely named temp file and a rename: readers see the old or the new file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_manifest(entry: Path, meta: dict) -> None:
     """Checksum every file in ``entry`` and write the manifest last: the entry's commit marker."""
     files = {p.name: _sha256(p) for p in sorted(entry.iterdir()) if p.is_file() and p.name != MANIFEST}
     body = {"kernelkit": __version__, "created": time.time(), "files": files, **meta}
-    tmp = entry / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
-    os.replace(tmp, entry / MANIFEST)
+    atomic_write_text(entry / MANIFEST, json.dumps(body, indent=1, sort_keys=True))
 
 
 def read_manifest(entry: Path) -> dict | None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 
@@ -12,7 +12,8 @@ def kernels_src_dir() -> Path:
     checkout = Path(__file__).resolve().parents[2] / "kernels_src"
     if checkout.is_dir():
         return checkout
-    return Path(str(resources.files("kernelkit._kernels_src")))
+    installed = importlib.util.find_spec("kernelkit._kernels_src")  # a namespace package: sources only
+    return Path(next(iter(installed.submodule_search_locations)))
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ def nvcc_version() -> str:
     ``<cache root>/toolchains.json`` per nvcc binary identity (path, size, mtime, inode). A changed binary
     only means asking nvcc again; the version string, not the file stamp, is what enters kernel keys.
     """
-    from kernelkit.jit.cache import cache_root
+    from kernelkit.jit.cache import atomic_write_text, cache_root
 
     memo_path = cache_root() / "toolchains.json"
     signature = _nvcc_signature()
@@ -69,9 +69,7 @@ def nvcc_version() -> str:
         return memo[signature]
     out = subprocess.run([find_nvcc(), "--version"], capture_output=True, text=True, check=True).stdout
     memo[signature] = out.strip().splitlines()[-1]
-    tmp = memo_path.with_name(f".toolchains.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(memo))
-    os.replace(tmp, memo_path)
+    atomic_write_text(memo_path, json.dumps(memo))
     return memo[signature]
 
 
