@@ -137,3 +137,15 @@ def test_disabled_jit_lists_missing_kernels(fresh_cache, monkeypatch):
     path, _ = ensure_built(SPEC, SM90A)
     monkeypatch.setenv("KERNELKIT_DISABLE_JIT", "1")
     assert ensure_built(SPEC, SM90A) == (path, False)
+
+
+def test_toolchain_memo_survives_concurrent_first_use(fresh_cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from kernelkit.jit.backends import tvm_ffi
+
+    tvm_ffi.nvcc_version.cache_clear()
+    with ThreadPoolExecutor(8) as pool:
+        versions = list(pool.map(lambda _: tvm_ffi.nvcc_version.__wrapped__(), range(8)))
+    assert len(set(versions)) == 1 and versions[0].startswith("Build cuda_")
+    assert (fresh_cache / "toolchains.json").is_file()
