@@ -1,5 +1,5 @@
-"""Benchmark set-up: GPU-only benches skip without a GPU; result rows are gathered and written as a
-markdown table to $KERNELKIT_BENCH_OUT (default benches/out/) at the end of the session."""
+"""Benchmark set-up: result rows are gathered and written as markdown tables to $KERNELKIT_BENCH_OUT
+(default benches/out/) at the end of the session. GPU-only benches skip without a GPU (../conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,6 @@ import torch
 
 HAS_GPU = torch.cuda.is_available()
 _ROWS: dict[str, list[dict]] = {}
-
-
-def pytest_collection_modifyitems(config, items):
-    if HAS_GPU:
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -69,6 +69,6 @@ case "$mode" in
         python3 scripts/profile_quant.py > "$OUT/ncu.txt" 2>&1
       grep -E "Memory Throughput|DRAM Throughput|Duration|Achieved Occupancy|Registers Per" "$OUT/ncu.txt"
     fi
-    python3 -m pytest benches -q -p no:cacheprovider --benchmark-json="$OUT/bench.json" 2>&1 \
+    python3 -m pytest benches -q -p no:cacheprovider --benchmark-disable-gc --benchmark-json="$OUT/bench.json" 2>&1 \
       | tee "$OUT/bench.txt" | tail -n 80 ;;
 esac

@@ -1,4 +1,4 @@
-"""Test set-up: GPU tests skip cleanly without a GPU; without one, Triton kernels run in its interpreter.
+"""Test set-up: without a GPU, Triton kernels run in its interpreter (GPU tests skip: ../conftest.py).
 
 TRITON_INTERPRET must be set before any ``@triton.jit`` decorator runs, hence here, before test modules
 import kernelkit's Triton kernels. Every session compiles into its own kernel cache.
@@ -24,12 +24,3 @@ def _session_cache(tmp_path_factory):
         mp.setenv("KERNELKIT_ARCH", "sm_90a")
     yield
     mp.undo()
-
-
-def pytest_collection_modifyitems(config, items):
-    if HAS_GPU:
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
