@@ -16,9 +16,12 @@ if not HAS_GPU:
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory):
-    """A fresh kernel cache for the session (and sm_90a as the target when there is no GPU)."""
+    """A fresh kernel cache for the session unless $KERNELKIT_CACHE_DIR names one (scripts/gpu_check.sh points
+    it at the kernels it prebuilt in parallel); sm_90a is the target when there is no GPU. Tests of the cache
+    itself use their own directories."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("KERNELKIT_CACHE_DIR", str(tmp_path_factory.mktemp("kernel-cache")))
+    if "KERNELKIT_CACHE_DIR" not in os.environ:
+        mp.setenv("KERNELKIT_CACHE_DIR", str(tmp_path_factory.mktemp("kernel-cache")))
     mp.setenv("KERNELKIT_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
     if not HAS_GPU:
         mp.setenv("KERNELKIT_ARCH", "sm_90a")
