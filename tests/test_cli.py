@@ -17,7 +17,8 @@ def cli(tmp_path, monkeypatch):
 def test_info_lists_backends_and_kernels(cli):
     out = cli("info")
     assert out.exit_code == 0
-    for word in ("tvm_ffi", "nvrtc", "cute", "triton", "per_token_group_quant_8bit", "per_tensor_quant_fp8"):
+    for word in ("tvm_ffi", "nvrtc", "cute", "triton", "per_token_group_quant_8bit", "per_tensor_quant_fp8",
+                 "w8a8_block_fp8_matmul", "fp8-block", "Fp8BlockScheme (package kernelkit)"):
         assert word in out.output
 
 

@@ -13,6 +13,7 @@ from kernelkit import __version__
 from kernelkit.jit import cache
 from kernelkit.jit.arch import device_target
 from kernelkit.jit.backends import BACKENDS
+from kernelkit.quant import registry
 
 
 def _versions(backend) -> str:
@@ -51,4 +52,9 @@ def info() -> None:
     table = Table("kernel", "implementations (fastest first)", "description", title="Registered kernels")
     for op in REGISTERED:
         table.add_row(op.name, ", ".join(op.impls), op.summary)
+    console.print(table)
+
+    table = Table("scheme", "provided by", title=f"Quantization schemes (entry points '{registry.GROUP}')")
+    for scheme in registry.list_schemes():
+        table.add_row(scheme.name, scheme.packages)
     console.print(table)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from kernelkit.jit import KernelSpec
+from kernelkit.ops.gemm import ops as gemm_ops
 from kernelkit.ops.quant import cuda_impl, cute_impl, ops
 
 
@@ -44,6 +45,17 @@ def _exercise_tensor_quant(device: torch.device) -> None:
         triton_impl.tensor_quant_fp8(x, q, s, 1e-10, False)
 
 
+def _exercise_gemm(device: torch.device) -> None:
+    from kernelkit.ops.gemm import configs, triton_impl
+
+    for m in (1, 64, 256):
+        a = torch.randn(m, 512, device=device).to(torch.float8_e4m3fn)
+        b = torch.randn(256, 512, device=device).to(torch.float8_e4m3fn)
+        a_s, b_s = torch.ones(m, 4, device=device), torch.ones(2, 4, device=device)
+        out = torch.empty(m, 256, device=device, dtype=torch.bfloat16)
+        triton_impl.w8a8_block_fp8_matmul(a, b, a_s, b_s, (128, 128), out, configs.default_config(m, (128, 128)))
+
+
 def _names(impls) -> tuple[str, ...]:
     return tuple(name for name, _, _ in impls)
 
@@ -53,6 +65,8 @@ REGISTERED = (
                  _names(ops.GROUP_IMPLS), cuda_impl.warmup_specs, _exercise_group_quant),
     RegisteredOp("per_tensor_quant_fp8", "per-tensor FP8 quant, dynamic or static scale",
                  _names(ops.TENSOR_IMPLS), cute_impl.warmup_specs, _exercise_tensor_quant),
+    RegisteredOp("w8a8_block_fp8_matmul", "block-scaled FP8 GEMM (DeepSeek-V3 W8A8)",
+                 _names(gemm_ops.GEMM_IMPLS), list, _exercise_gemm),
 )
 
 

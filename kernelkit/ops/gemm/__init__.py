@@ -1,0 +1,1 @@
+"""Block-scaled FP8 GEMM (DeepSeek-V3 W8A8 layout)."""

@@ -1,0 +1,47 @@
+"""Launch configs of the Triton block-FP8 GEMM, per GPU and shape.
+
+Tuned configs live in ``configs/`` as JSON files named like sglang's:
+``N={N},K={K},device_name={name},dtype=fp8_w8a8,block_shape=[{bn}, {bk}].json``, each mapping a batch size M
+to {BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K, GROUP_SIZE_M, num_warps, num_stages}. For a given M the entry
+with the nearest key is used. With no file for the shape and device, ``default_config`` applies.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+def config_file_name(n: int, k: int, device_name: str, block_size: tuple[int, int]) -> str:
+    """sglang's file name for a tuned config (spaces in the device name become underscores)."""
+    device = device_name.replace(" ", "_")
+    return f"N={n},K={k},device_name={device},dtype=fp8_w8a8,block_shape=[{block_size[0]}, {block_size[1]}].json"
+
+
+@functools.cache
+def _load(path: Path) -> dict[int, dict] | None:
+    if not path.is_file():
+        return None
+    return {int(m): cfg for m, cfg in json.loads(path.read_text()).items()}
+
+
+def default_config(m: int, block_size: tuple[int, int]) -> dict:
+    """A reasonable config when nothing is tuned: narrow M tiles for decode, square tiles for prefill."""
+    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
+    return {"BLOCK_SIZE_M": block_m, "BLOCK_SIZE_N": block_size[0], "BLOCK_SIZE_K": block_size[1],
+            "GROUP_SIZE_M": 1 if m <= 64 else 8, "num_warps": 4, "num_stages": 3}
+
+
+def get_config(m: int, n: int, k: int, device_name: str, block_size: tuple[int, int]) -> dict:
+    """The tuned config nearest to M for (N, K, device, block), else ``default_config``."""
+    path = CONFIG_DIR / config_file_name(n, k, device_name, block_size)
+    table = _load(path)
+    if not table:
+        return default_config(m, block_size)
+    config = table[min(table, key=lambda key: abs(key - m))]
+    if config.get("BLOCK_SIZE_K", block_size[1]) != block_size[1]:
+        raise ValueError(f"{path.name}: BLOCK_SIZE_K must equal the quantization block {block_size[1]}")
+    return config

@@ -1,0 +1,12 @@
+"""Quantization schemes: a registry (entry-point group ``kernelkit.quant``), built-in schemes, and
+``quantize_`` for live models.
+
+    from kernelkit.quant import get_scheme, list_schemes, quantize_
+    quantize_(model, "fp8-block")
+"""
+
+from kernelkit.quant.patch import quantize_, resolve_scheme
+from kernelkit.quant.registry import SchemeError, get_scheme, list_schemes
+from kernelkit.quant.scheme import QuantScheme
+
+__all__ = ["QuantScheme", "SchemeError", "get_scheme", "list_schemes", "quantize_", "resolve_scheme"]

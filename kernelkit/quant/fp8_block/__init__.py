@@ -1,0 +1,1 @@
+"""FP8 block-wise weights (DeepSeek-V3 layout) with dynamic per-token-group FP8 activations."""

@@ -1,0 +1,78 @@
+"""The interface every quantization scheme implements, built-in or plugin.
+
+A scheme is one class, registered by name in the entry-point group ``kernelkit.quant``. It covers the whole
+life of a quantized checkpoint:
+
+- its HF ``quantization_config`` (``from_config`` / ``to_config``), with the keys its ecosystem expects;
+- which modules it quantizes (``quantizes``; ``modules_to_not_convert`` patterns, substring match as in
+  sglang, vLLM and transformers; default: lm_head and embeddings; norms are never linear layers);
+- offline conversion of one linear layer's tensors (``convert_linear``), plus any extra files the format has
+  (``extra_files``: ModelSlim's ``quant_model_description.json``);
+- calibration for schemes that need activations (``calibrate``: AWQ scales, SVDQuant smoothing), whose results
+  ``convert_linear`` then uses;
+- the runtime layer: ``linear_from_float`` for quantizing a live model, ``empty_linear`` whose parameters
+  ``load_state_dict`` fills from a checkpoint;
+- a MoE variant where the format has one (``moe_from_float``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+DEFAULT_MODULES_TO_NOT_CONVERT = ("lm_head", "embed_tokens")
+
+
+class QuantScheme(ABC):
+    """Base class of quantization schemes. Subclasses set ``name`` and ``quant_method``."""
+
+    name: ClassVar[str]
+    quant_method: ClassVar[str]
+    needs_calibration: ClassVar[bool] = False
+
+    def __init__(self, modules_to_not_convert: Sequence[str] | None = None):
+        self.modules_to_not_convert = list(
+            DEFAULT_MODULES_TO_NOT_CONVERT if modules_to_not_convert is None else modules_to_not_convert)
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, quantization_config: dict) -> QuantScheme:
+        """Build the scheme from an HF ``quantization_config``. Raises ValueError naming a bad or unsupported key."""
+
+    @abstractmethod
+    def to_config(self) -> dict:
+        """The HF ``quantization_config`` this scheme writes into ``config.json``."""
+
+    def quantizes(self, module_name: str) -> bool:
+        """Whether the linear layer ``module_name`` (e.g. ``model.layers.0.mlp.down_proj``) is quantized."""
+        return not any(pattern in module_name for pattern in self.modules_to_not_convert)
+
+    @abstractmethod
+    def convert_linear(self, prefix: str, weight: torch.Tensor, bias: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Quantize one linear layer. ``weight`` [N, K] float; returns the layer's checkpoint tensors by suffix
+        (``{"weight": ..., "weight_scale_inv": ...}``), which the caller stores as ``f"{prefix}.{suffix}"``."""
+
+    def calibrate(self, model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+        """Collect activation statistics before ``convert_linear`` (schemes with ``needs_calibration``)."""
+        raise NotImplementedError(f"{self.name} needs no calibration")
+
+    def extra_files(self) -> dict[str, str]:
+        """Files besides config.json and the tensors that the format requires, by name."""
+        return {}
+
+    @abstractmethod
+    def linear_from_float(self, linear: nn.Linear) -> nn.Module:
+        """The runtime layer for a float ``nn.Linear``, quantized now."""
+
+    @abstractmethod
+    def empty_linear(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype,
+                     device: torch.device | str | None = None) -> nn.Module:
+        """The runtime layer with uninitialized parameters named as in the checkpoint, for load_state_dict."""
+
+    def moe_from_float(self, experts: nn.Module) -> nn.Module:
+        """The runtime MoE layer for a float experts module, where the format has one."""
+        raise NotImplementedError(f"{self.name} has no MoE runtime layer yet")

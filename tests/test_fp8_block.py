@@ -1,0 +1,90 @@
+"""The fp8-block scheme: weight format, runtime layer, quantization_config, quantize_."""
+
+import pytest
+import torch
+
+from kernelkit.quant import get_scheme, quantize_
+from kernelkit.quant.fp8_block.format import dequantize_weight, quantize_weight
+from kernelkit.quant.fp8_block.linear import Fp8BlockLinear
+from kernelkit.quant.fp8_block.scheme import Fp8BlockScheme
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (576, 1536), (1536, 576), (49, 200)])
+def test_weight_round_trip_within_fp8_rounding(shape):
+    w = torch.randn(*shape, dtype=torch.float64) * 0.02
+    q, s = quantize_weight(w)
+    assert q.dtype == torch.float8_e4m3fn and q.shape == shape
+    assert s.shape == (-(-shape[0] // 128), -(-shape[1] // 128)) and s.dtype == torch.float32
+    err = (dequantize_weight(q, s).double() - w).abs()
+    bound = s.double().repeat_interleave(128, 0)[: shape[0]].repeat_interleave(128, 1)[:, : shape[1]] * 16
+    assert (err <= bound * (1 + 1e-6) + 1e-30).all()  # half an e4m3 ulp at most (ulp = 2**-3 * 2**e <= 32 * s)
+
+
+def test_block_scale_is_block_amax_over_448():
+    w = torch.zeros(130, 257)
+    w[0, 0], w[129, 256], w[5, 200] = 3.0, -7.0, 0.5
+    _, s = quantize_weight(w)
+    expected = torch.full((2, 3), 1e-10 / 448)
+    expected[0, 0], expected[1, 2], expected[0, 1] = 3 / 448, 7 / 448, 0.5 / 448
+    torch.testing.assert_close(s, expected)
+
+
+def test_ue8m0_scales_are_powers_of_two():
+    _, s = quantize_weight(torch.randn(256, 384), scale_ue8m0=True)
+    assert torch.equal(torch.log2(s), torch.round(torch.log2(s)))
+
+
+def test_linear_matches_dequantized_reference_with_ragged_k():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(576, 200, bias=True)
+    layer = Fp8BlockLinear.from_float(linear)
+    x = torch.randn(3, 5, 576)
+    y = layer(x)
+    assert y.shape == (3, 5, 200) and y.dtype == torch.float32
+    w = dequantize_weight(layer.weight, layer.weight_scale_inv)
+    from kernelkit.ops import per_token_group_quant_fp8
+
+    xq, xs = per_token_group_quant_fp8(torch.nn.functional.pad(x.view(15, 576), (0, 64)), 128)
+    x_deq = (xq.float().view(15, 5, 128) * xs.unsqueeze(-1)).view(15, 640)[:, :576]
+    torch.testing.assert_close(y.view(15, 200), x_deq @ w.t() + linear.bias, rtol=1e-5, atol=1e-5)
+    assert ((y - linear(x)).norm() / linear(x).norm()).item() < 0.05
+
+
+def test_linear_state_dict_uses_checkpoint_names_and_compiles():
+    layer = Fp8BlockLinear.from_float(torch.nn.Linear(256, 128, bias=False))
+    assert set(layer.state_dict()) == {"weight", "weight_scale_inv"}
+    empty = Fp8BlockScheme().empty_linear(256, 128, False, torch.float32)
+    empty.load_state_dict(layer.state_dict())
+    x = torch.randn(4, 256)
+    torch.testing.assert_close(torch.compile(empty, fullgraph=True, backend="aot_eager")(x), layer(x))
+
+
+def test_config_round_trip_and_errors():
+    scheme = get_scheme("fp8-block")(block_size=(128, 128), scale_ue8m0=True)
+    cfg = scheme.to_config()
+    assert cfg == {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+                   "weight_block_size": [128, 128], "modules_to_not_convert": ["lm_head", "embed_tokens"],
+                   "scale_fmt": "ue8m0"}
+    again = Fp8BlockScheme.from_config(cfg)
+    assert again.block_size == (128, 128) and again.scale_ue8m0
+    with pytest.raises(ValueError, match="static activation scales"):
+        Fp8BlockScheme.from_config(cfg | {"activation_scheme": "static"})
+    with pytest.raises(ValueError, match="weight_block_size"):
+        Fp8BlockScheme.from_config({"quant_method": "fp8", "activation_scheme": "dynamic"})
+    with pytest.raises(ValueError, match="two positive sizes"):
+        Fp8BlockScheme(block_size=(128,))
+
+
+def test_quantize_swaps_linears_but_not_excluded_modules():
+    model = torch.nn.ModuleDict({
+        "embed_tokens": torch.nn.Embedding(10, 256),
+        "layers": torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)),
+        "lm_head": torch.nn.Linear(64, 10),
+    })
+    quantize_(model, "fp8-block")
+    assert isinstance(model["layers"][0], Fp8BlockLinear) and isinstance(model["layers"][2], Fp8BlockLinear)
+    assert type(model["lm_head"]) is torch.nn.Linear and type(model["embed_tokens"]) is torch.nn.Embedding
+    quantize_(model, "fp8-block", modules_to_not_convert=[])
+    assert isinstance(model["lm_head"], Fp8BlockLinear)
+    with pytest.raises(TypeError, match="constructor"):
+        quantize_(model, Fp8BlockScheme(), block_size=(64, 64))

@@ -1,0 +1,77 @@
+"""Block-FP8 GEMM: the reference against float64, the Triton kernel (interpreter without a GPU) against the
+reference, and the op's argument checks."""
+
+import json
+
+import pytest
+import torch
+
+from kernelkit.ops import per_token_group_quant_fp8, w8a8_block_fp8_matmul
+from kernelkit.ops.gemm import configs, reference, triton_impl
+from kernelkit.quant.fp8_block.format import quantize_weight
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _operands(m, n, k, block=(128, 128), seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=g)
+    w = torch.randn(n, k, generator=g) * 0.05
+    pad = -k % block[1]
+    xq, xs = per_token_group_quant_fp8(torch.nn.functional.pad(x, (0, pad)), block[1], column_major_scales=True)
+    wq, ws = quantize_weight(w, block)
+    return [t.to(device) for t in (xq[:, :k], wq, xs, ws)], x, w
+
+
+def test_reference_matches_float64():
+    (a, b, a_s, b_s), _, _ = _operands(9, 200, 300)
+    out = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, (128, 128), torch.float32)
+    a64 = a.double() * a_s.double().repeat_interleave(128, 1)[:, :300]
+    b64 = b.double() * b_s.double().repeat_interleave(128, 0)[:200].repeat_interleave(128, 1)[:, :300]
+    torch.testing.assert_close(out.double(), a64 @ b64.t(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("m, n, k", [(1, 128, 128), (7, 200, 576), (33, 256, 384), (0, 64, 128)])
+@pytest.mark.parametrize("block", [(128, 128), (64, 64)])
+def test_triton_matches_reference(m, n, k, block):
+    (a, b, a_s, b_s), _, _ = _operands(m, n, k, block, seed=m + n, device=DEVICE)
+    out = torch.full((m, n), float("nan"), dtype=torch.float32, device=DEVICE)
+    config = configs.default_config(m, block) | {"BLOCK_SIZE_N": 64, "num_stages": 1}
+    triton_impl.w8a8_block_fp8_matmul(a, b, a_s, b_s, block, out, config)
+    ref = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, block, torch.float32)
+    torch.testing.assert_close(out.cpu(), ref.cpu(), rtol=1e-5, atol=1e-4)
+
+
+def test_op_on_cpu_and_bf16_output():
+    (a, b, a_s, b_s), x, w = _operands(5, 96, 256)
+    out = w8a8_block_fp8_matmul(a, b, a_s, b_s, [128, 128], torch.bfloat16)
+    assert out.shape == (5, 96) and out.dtype == torch.bfloat16
+    exact = x @ w.t()
+    assert ((out.float() - exact).norm() / exact.norm()).item() < 0.05  # FP8 rounding of both operands
+
+
+@pytest.mark.parametrize("change, error, match", [
+    (lambda ops: (ops[0].float(), *ops[1:]), TypeError, "float8_e4m3fn"),
+    (lambda ops: (ops[0][:, :100], *ops[1:]), ValueError, "same K"),
+    (lambda ops: (ops[0], ops[1], ops[2][:, :1], ops[3]), ValueError, "As must be float32"),
+    (lambda ops: (ops[0], ops[1], ops[2], ops[3].double()), ValueError, "Bs must be float32"),
+])
+def test_bad_arguments(change, error, match):
+    ops_, _, _ = _operands(4, 128, 256)
+    with pytest.raises(error, match=match):
+        w8a8_block_fp8_matmul(*change(ops_), [128, 128])
+    with pytest.raises(ValueError, match="output_dtype"):
+        w8a8_block_fp8_matmul(*ops_, [128, 128], torch.int8)
+
+
+def test_config_lookup(tmp_path, monkeypatch):
+    monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
+    assert configs.get_config(16, 4096, 4096, "NVIDIA H200", (128, 128)) == configs.default_config(16, (128, 128))
+    name = configs.config_file_name(4096, 4096, "NVIDIA H200", (128, 128))
+    assert name == "N=4096,K=4096,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128].json"
+    tuned = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 1, "num_warps": 4,
+             "num_stages": 4}
+    (tmp_path / name).write_text(json.dumps({"1": tuned, "1024": tuned | {"BLOCK_SIZE_M": 128}}))
+    configs._load.cache_clear()
+    assert configs.get_config(8, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 32
+    assert configs.get_config(900, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 128
