@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kernelkit import __version__
+from kernelkit.cli.convert import convert_cmd
 from kernelkit.cli.demo import demo
 from kernelkit.cli.info import info
 from kernelkit.cli.jit import jit
@@ -19,3 +20,4 @@ def main() -> None:
 main.add_command(info)
 main.add_command(jit)
 main.add_command(demo)
+main.add_command(convert_cmd)

@@ -1,0 +1,156 @@
+"""``convert()``: the conversion pipeline, shard by shard with bounded memory.
+
+Memory holds one output shard (at most ``max_shard_size`` bytes) plus the tensor being converted: tensors
+are read one at a time from the memory-mapped source, quantized on the GPU when there is one, and each
+finished shard is written through a temp file and recorded before the next begins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+from kernelkit.convert.checks import check_finite, check_not_quantized, check_shapes
+from kernelkit.convert.errors import ConvertError
+from kernelkit.convert.plan import Plan, TensorPlan, make_plan
+from kernelkit.convert.sources import open_source
+from kernelkit.convert.writer import PartialDir
+from kernelkit.jit.cache import atomic_write_text
+from kernelkit.quant import resolve_scheme
+from kernelkit.quant.scheme import DEFAULT_MODULES_TO_NOT_CONVERT, QuantScheme
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def _scheme(name: str, options: dict) -> QuantScheme | None:
+    if name == "none":
+        return None
+    try:
+        return resolve_scheme(name, **options)
+    except TypeError as e:
+        raise ConvertError(f"scheme {name!r} does not take these options {sorted(options)}: {e}") from e
+
+
+def _convert_tensor(tp: TensorPlan, scheme: QuantScheme | None, dtype: torch.dtype, device: torch.device,
+                    allow_nonfinite: bool) -> dict[str, torch.Tensor]:
+    data = tp.source.load()
+    if not allow_nonfinite:
+        check_finite(tp.source, data)
+    if tp.action == "copy":
+        return {tp.source.name: data}
+    if tp.action == "cast":
+        return {tp.source.name: data.to(dtype)}
+    module = tp.source.name[: -len(".weight")]
+    out = scheme.convert_linear(module, data.to(device=device, dtype=dtype), None)
+    return {f"{module}.{suffix}": t.cpu() for suffix, t in out.items()}
+
+
+def _write_config(source_config: dict, scheme: QuantScheme | None, dtype: torch.dtype, dst: Path) -> None:
+    config = dict(source_config)
+    name = str(dtype).removeprefix("torch.")
+    config["torch_dtype"] = config["dtype"] = name
+    if scheme is not None:
+        config["quantization_config"] = scheme.to_config()
+    atomic_write_text(dst / "config.json", json.dumps(config, indent=2, sort_keys=True))
+
+
+def _write_index(plan: Plan, dst: Path) -> None:
+    weight_map = {name: plan.shard_name(i) for i, shard in enumerate(plan.shards)
+                  for j in shard for name, _, _ in plan.tensors[j].outputs}
+    index = {"metadata": {"total_size": plan.out_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+    atomic_write_text(dst / "model.safetensors.index.json", json.dumps(index, indent=2))
+
+
+def convert(src: str | Path, dst: str | Path, scheme: str = "fp8-block", *, scheme_options: dict | None = None,
+            ignore: Sequence[str] = (), dtype: str = "bf16", max_shard_size: int = 1 << 30, resume: bool = False,
+            overwrite: bool = False, dry_run: bool = False, allow_nonfinite: bool = False,
+            device: str | None = None, progress: bool = True) -> Plan | Path:
+    """Convert an HF model directory or a GGUF file into an HF-format safetensors checkpoint.
+
+    Args:
+        src: an HF model directory (config.json + model.safetensors or a sharded index) or a ``.gguf`` file
+            (llama architecture; dequantized with the ``gguf`` package).
+        dst: output directory, created by renaming a finished ``.<dst>.partial`` directory.
+        scheme: a registered quantization scheme (``kernelkit.quant.list_schemes()``) or ``"none"``.
+        scheme_options: constructor options of the scheme, e.g. ``{"block_size": (128, 128)}``.
+        ignore: regexes of module names (e.g. ``mlp\\.down_proj``) to leave unquantized; they are written into
+            ``modules_to_not_convert``.
+        dtype: ``bf16``, ``fp16`` or ``fp32`` for every tensor that is not quantized.
+        max_shard_size: bytes per output shard.
+        resume: continue an interrupted conversion of the same plan from its finished shards.
+        overwrite: replace an existing ``dst``.
+        dry_run: only plan; returns the Plan.
+        allow_nonfinite: keep NaN/Inf weights instead of failing.
+        device: where tensors are quantized (default: cuda if available, else cpu).
+        progress: show a progress bar with bytes and tensors.
+
+    Returns:
+        The Plan when ``dry_run``, else the output directory.
+
+    Raises:
+        ConvertError: a corrupt or truncated source file, a missing shard, a shape that disagrees with
+            config.json, NaN/Inf weights, an already-quantized input, an unsupported GGUF architecture, an
+            existing ``dst`` without ``overwrite``, or bad scheme options. Nothing is written to ``dst`` then.
+        SchemeError: unknown or broken scheme.
+    """
+    src, dst = Path(src), Path(dst)
+    if dtype not in DTYPES:
+        raise ConvertError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if dst.exists() and not overwrite and not dry_run:
+        raise ConvertError(f"{dst} exists; pass --overwrite to replace it")
+    out_dtype = DTYPES[dtype]
+    source = open_source(src)
+    tensors = list(source.tensors())
+    check_not_quantized(source.config, tensors)
+    check_shapes(source.config, tensors)
+    patterns = [re.compile(p) for p in ignore]
+    options = dict(scheme_options or {})
+    quant = _scheme(scheme, options)
+    plan = make_plan(tensors, quant, out_dtype, patterns, max_shard_size)
+    if quant is not None and plan.not_converted:
+        defaults = options.get("modules_to_not_convert", list(DEFAULT_MODULES_TO_NOT_CONVERT))
+        quant = _scheme(scheme, options | {"modules_to_not_convert": [*defaults, *plan.not_converted]})
+    if dry_run:
+        return plan
+    run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    partial = PartialDir(dst, plan.digest({"scheme": scheme, "options": options, "ignore": list(ignore),
+                                           "dtype": dtype, "src": str(src.resolve())}), resume)
+    _write_shards(plan, partial, quant, out_dtype, run_device, allow_nonfinite, progress)
+    if len(plan.shards) > 1:
+        _write_index(plan, partial.path)
+    _write_config(source.config, quant, out_dtype, partial.path)
+    source.copy_side_files(partial.path)
+    return partial.publish(overwrite)
+
+
+def _write_shards(plan: Plan, partial: PartialDir, scheme: QuantScheme | None, dtype: torch.dtype,
+                  device: torch.device, allow_nonfinite: bool, progress: bool) -> None:
+    from safetensors.torch import save_file
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    total = len(plan.tensors)
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("converting", total=plan.in_bytes)
+        done = 0
+        for i, shard in enumerate(plan.shards):
+            name = plan.shard_name(i)
+            if name in partial.done:
+                done += len(shard)
+                bar.update(task, advance=sum(plan.tensors[j].source.nbytes for j in shard),
+                           description=f"tensors {done}/{total} (shard {i + 1} already done)")
+                continue
+            tensors: dict[str, torch.Tensor] = {}
+            for j in shard:
+                tensors.update(_convert_tensor(plan.tensors[j], scheme, dtype, device, allow_nonfinite))
+                done += 1
+                bar.update(task, advance=plan.tensors[j].source.nbytes, description=f"tensors {done}/{total}")
+            tmp = partial.path / f".{name}.tmp"
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
+            os.replace(tmp, partial.path / name)
+            partial.mark_done(name)
