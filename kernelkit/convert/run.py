@@ -8,7 +8,6 @@ finished shard is written through a temp file and recorded before the next begin
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,5 +151,4 @@ def _write_shards(plan: Plan, partial: PartialDir, scheme: QuantScheme | None, d
                 bar.update(task, advance=plan.tensors[j].source.nbytes, description=f"tensors {done}/{total}")
             tmp = partial.path / f".{name}.tmp"
             save_file(tensors, str(tmp), metadata={"format": "pt"})
-            os.replace(tmp, partial.path / name)
-            partial.mark_done(name)
+            partial.commit_shard(tmp, name)

@@ -6,6 +6,7 @@ finished shards)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -38,8 +39,11 @@ class PartialDir:
         except (OSError, ValueError):
             return None
 
-    def mark_done(self, shard: str) -> None:
-        """Record a finished shard (its file is already in place)."""
+    def commit_shard(self, tmp: Path, shard: str) -> None:
+        """Move a fully written temp file into place as ``shard`` and record it. safetensors creates files
+        private to the user (0600); give them the permissions ordinary files get here (those of the state file)."""
+        os.chmod(tmp, (self.path / STATE).stat().st_mode & 0o777)
+        os.replace(tmp, self.path / shard)
         self.done[shard] = (self.path / shard).stat().st_size
         atomic_write_text(self.path / STATE, json.dumps({"digest": self.digest, "done": self.done}))
 

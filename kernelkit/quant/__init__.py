@@ -6,7 +6,8 @@
 """
 
 from kernelkit.quant.patch import quantize_, resolve_scheme
-from kernelkit.quant.registry import SchemeError, get_scheme, list_schemes
+from kernelkit.quant.registry import SchemeError, get_scheme, list_schemes, scheme_from_config
 from kernelkit.quant.scheme import QuantScheme
 
-__all__ = ["QuantScheme", "SchemeError", "get_scheme", "list_schemes", "quantize_", "resolve_scheme"]
+__all__ = ["QuantScheme", "SchemeError", "get_scheme", "list_schemes", "quantize_", "resolve_scheme",
+           "scheme_from_config"]

@@ -71,3 +71,27 @@ def get_scheme(name: str) -> type[QuantScheme]:
     if not (isinstance(cls, type) and issubclass(cls, QuantScheme)) or getattr(cls, "name", None) != name:
         raise SchemeError(f"entry point {_describe(ep)} for {name!r} is not a QuantScheme subclass named {name!r}")
     return cls
+
+
+def scheme_from_config(quantization_config: dict) -> QuantScheme:
+    """The registered scheme that reads this HF ``quantization_config`` (matched on ``quant_method``).
+
+    Raises:
+        SchemeError: no registered scheme accepts it (the message includes each candidate's objection).
+    """
+    method = quantization_config.get("quant_method")
+    objections = []
+    for info in list_schemes():
+        try:
+            cls = get_scheme(info.name)
+        except SchemeError as e:
+            objections.append(str(e))
+            continue
+        if cls.quant_method != method:
+            continue
+        try:
+            return cls.from_config(quantization_config)
+        except ValueError as e:
+            objections.append(f"{info.name}: {e}")
+    raise SchemeError(f"no registered quantization scheme reads quant_method {method!r}"
+                      + (f" ({'; '.join(objections)})" if objections else ""))
