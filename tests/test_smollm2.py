@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kernelkit.cli import main
 from kernelkit.cli.demo import find_smollm2_gguf
@@ -42,10 +43,8 @@ def converted(gguf, tmp_path_factory):
 
 
 def test_fp32_conversion_reproduces_transformers_gguf_load(gguf, converted):
-    from transformers import AutoModelForCausalLM
-
     reference = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
-    ours, tokenizer = load_causal_lm(converted["fp32"])
+    ours, tokenizer = load_causal_lm(converted["fp32"]), AutoTokenizer.from_pretrained(converted["fp32"])
     assert json.loads((converted["fp32"] / "config.json").read_text())["tie_word_embeddings"] is True
     assert tokenizer.chat_template is not None
     with torch.no_grad():
@@ -73,10 +72,8 @@ def test_transformers_reads_our_fp8_block_checkpoint(converted):
     """On CPU transformers dequantizes FP8 checkpoints on load; it needs every dimension to be a multiple of
     the block (576 is not one of 128), so this uses the 64 x 64 conversion. It runs weight-only then, while
     Fp8BlockLinear also quantizes activations: weights must agree exactly, logits up to activation rounding."""
-    from transformers import AutoModelForCausalLM
-
     theirs = AutoModelForCausalLM.from_pretrained(converted["fp8-64"], dtype=torch.float32).float().eval()
-    ours, tokenizer = load_causal_lm(converted["fp8-64"])
+    ours, tokenizer = load_causal_lm(converted["fp8-64"]), AutoTokenizer.from_pretrained(converted["fp8-64"])
     checked = 0
     for name, module in ours.named_modules():
         if hasattr(module, "weight_scale_inv"):
@@ -97,7 +94,7 @@ def test_perplexity_fp8_block_vs_bf16(converted):
     text = default_text()
     ppl = {}
     for name in ("bf16", "fp8"):
-        model, tokenizer = load_causal_lm(converted[name])
+        model, tokenizer = load_causal_lm(converted[name]), AutoTokenizer.from_pretrained(converted[name])
         ppl[name], tokens = perplexity(model, tokenizer, text)
         assert tokens == 4088
     growth = ppl["fp8"] / ppl["bf16"] - 1

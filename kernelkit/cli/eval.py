@@ -28,9 +28,11 @@ def ppl(model_dir, text_file, max_tokens, context, device) -> None:
 
     text = Path(text_file).read_text(encoding="utf-8") if text_file else default_text()
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    from transformers import AutoTokenizer
+
     try:
-        model, tokenizer = load_causal_lm(model_dir, dtype, device)
-        value, tokens = perplexity(model, tokenizer, text, context, max_tokens)
+        model = load_causal_lm(model_dir, dtype, device)
+        value, tokens = perplexity(model, AutoTokenizer.from_pretrained(model_dir), text, context, max_tokens)
     except (SchemeError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"perplexity {value:.4f} over {tokens} tokens ({model_dir}, {dtype}, {device})")

@@ -28,14 +28,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32,
-                   device: str | torch.device = "cpu") -> tuple[nn.Module, object]:
-    """(model, tokenizer) for an HF model directory.
+                   device: str | torch.device = "cpu") -> nn.Module:
+    """The transformers causal LM of an HF model directory, in eval mode (tokenizer: ``AutoTokenizer``).
 
     Raises:
         SchemeError: the quantization_config names no registered scheme.
         ValueError: the checkpoint's tensors do not match the model the config describes (names listed).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
     raw = json.loads((path / "config.json").read_text())
@@ -59,4 +59,4 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32,
                          f"unexpected {sorted(unexpected)}")
     if tied:
         model.tie_weights()
-    return model.to(device).eval(), AutoTokenizer.from_pretrained(path)
+    return model.to(device).eval()
