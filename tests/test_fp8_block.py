@@ -89,3 +89,13 @@ def test_quantize_swaps_linears_but_not_excluded_modules():
     assert isinstance(model["lm_head"], Fp8BlockLinear)
     with pytest.raises(TypeError, match="constructor"):
         quantize_(model, Fp8BlockScheme(), block_size=(64, 64))
+
+
+def test_chunked_quantization_matches_one_pass(monkeypatch):
+    from kernelkit.quant.fp8_block import format as fmt
+
+    w = torch.randn(700, 300)
+    q, s = quantize_weight(w, (128, 128))
+    monkeypatch.setattr(fmt, "ROWS_PER_CHUNK", 128)
+    q2, s2 = quantize_weight(w, (128, 128))
+    assert torch.equal(q.view(torch.uint8), q2.view(torch.uint8)) and torch.equal(s, s2)

@@ -44,7 +44,8 @@ def _print_plan(plan: Plan) -> None:
 @click.option("--scale-ue8m0", is_flag=True, help="round block scales up to powers of two")
 @click.option("--ignore", multiple=True, metavar="REGEX", help="modules to leave unquantized (repeatable)")
 @click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "fp16", "fp32"]))
-@click.option("--max-shard-size", default="1GB", show_default=True, help="bytes per output shard")
+@click.option("--max-shard-size", default="500MB", show_default=True,
+              help="bytes per output shard; memory use is about twice this")
 @click.option("--resume", is_flag=True, help="continue an interrupted conversion from its finished shards")
 @click.option("--overwrite", is_flag=True, help="replace DST if it exists")
 @click.option("--dry-run", is_flag=True, help="print the plan and output size, write nothing")

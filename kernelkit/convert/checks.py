@@ -57,9 +57,11 @@ def check_shapes(config: dict, tensors: list[SourceTensor]) -> None:
                                    f"{list(shape)}")
 
 
-def check_finite(t: SourceTensor, data: torch.Tensor) -> None:
-    """Raises ConvertError if a float tensor holds NaN or Inf (``--allow-nonfinite`` skips this)."""
+def check_finite(t: SourceTensor, data: torch.Tensor, first_row: int = 0) -> None:
+    """Raises ConvertError if float rows of ``t`` (``data``, starting at ``first_row``) hold NaN or Inf
+    (``--allow-nonfinite`` skips this)."""
     if data.is_floating_point() and not torch.isfinite(data).all():
         bad = (~torch.isfinite(data)).sum().item()
-        raise ConvertError(f"{t.origin}: tensor {t.name} has {bad} NaN/Inf values (pass --allow-nonfinite to keep "
-                           "them)")
+        rows = f" in rows {first_row}..{first_row + data.shape[0] - 1}" if data.dim() else ""
+        raise ConvertError(f"{t.origin}: tensor {t.name} has {bad} NaN/Inf values{rows} (pass --allow-nonfinite "
+                           "to keep them)")

@@ -88,16 +88,19 @@ class GgufSource:
                 continue
             shape = tuple(int(d) for d in reversed(t.shape))
             yield SourceTensor(hf_name, shape, torch.float32, str(self.path),
-                               lambda t=t, n=hf_name, s=shape: self._load(t, n, s))
+                               lambda a, b, t=t, n=hf_name, s=shape: self._load_rows(t, n, s, a, b))
 
-    def _load(self, t, hf_name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    def _load_rows(self, t, hf_name: str, shape: tuple[int, ...], start: int, stop: int) -> torch.Tensor:
+        """Rows of GGUF quantized types are independent blocks, so a row range dequantizes on its own; the
+        q/k un-permutation mixes rows within a head, so those load whole and are sliced after."""
         from gguf.quants import dequantize
 
-        w = dequantize(t.data, t.tensor_type).reshape(shape)
-        if hf_name.endswith("self_attn.q_proj.weight"):
-            w = unpermute_rotary(w, self.config["num_attention_heads"])
-        elif hf_name.endswith("self_attn.k_proj.weight"):
-            w = unpermute_rotary(w, self.config["num_key_value_heads"])
+        heads = {"self_attn.q_proj.weight": "num_attention_heads", "self_attn.k_proj.weight": "num_key_value_heads"}
+        permuted = next((key for suffix, key in heads.items() if hf_name.endswith(suffix)), None)
+        if permuted is not None:
+            w = unpermute_rotary(dequantize(t.data, t.tensor_type).reshape(shape), self.config[permuted])[start:stop]
+        else:
+            w = dequantize(t.data[start:stop], t.tensor_type).reshape(stop - start, *shape[1:])
         return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
 
     def copy_side_files(self, dst: Path) -> None:

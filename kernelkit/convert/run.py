@@ -36,18 +36,31 @@ def _scheme(name: str, options: dict) -> QuantScheme | None:
         raise ConvertError(f"scheme {name!r} does not take these options {sorted(options)}: {e}") from e
 
 
+CHUNK_BYTES = 64 << 20  # rows read at a time when a tensor is only cast or copied
+
+
 def _convert_tensor(tp: TensorPlan, scheme: QuantScheme | None, dtype: torch.dtype, device: torch.device,
                     allow_nonfinite: bool) -> dict[str, torch.Tensor]:
-    data = tp.source.load()
-    if not allow_nonfinite:
-        check_finite(tp.source, data)
-    if tp.action == "copy":
-        return {tp.source.name: data}
-    if tp.action == "cast":
-        return {tp.source.name: data.to(dtype)}
-    module = tp.source.name[: -len(".weight")]
-    out = scheme.convert_linear(module, data.to(device=device, dtype=dtype), None)
-    return {f"{module}.{suffix}": t.cpu() for suffix, t in out.items()}
+    src = tp.source
+    if tp.action == "quantize":  # schemes convert whole layers; linear weights are the smaller tensors
+        data = src.load()
+        if not allow_nonfinite:
+            check_finite(src, data)
+        module = src.name[: -len(".weight")]
+        out = scheme.convert_linear(module, data.to(device=device, dtype=dtype), None)
+        return {f"{module}.{suffix}": t.cpu() for suffix, t in out.items()}
+    # Cast or copy row chunks into the output: embeddings and lm_head can be GBs.
+    out = torch.empty(src.shape, dtype=dtype if tp.action == "cast" else src.dtype)
+    step = max(1, CHUNK_BYTES // max(1, src.nbytes // src.rows))
+    for start in range(0, src.rows, step):
+        chunk = src.load_rows(start, min(start + step, src.rows))
+        if not allow_nonfinite:
+            check_finite(src, chunk, start)
+        if out.dim():
+            out[start:start + chunk.shape[0]] = chunk
+        else:
+            out.copy_(chunk)
+    return {src.name: out}
 
 
 def _write_config(source_config: dict, scheme: QuantScheme | None, dtype: torch.dtype, dst: Path) -> None:
@@ -67,7 +80,7 @@ def _write_index(plan: Plan, dst: Path) -> None:
 
 
 def convert(src: str | Path, dst: str | Path, scheme: str = "fp8-block", *, scheme_options: dict | None = None,
-            ignore: Sequence[str] = (), dtype: str = "bf16", max_shard_size: int = 1 << 30, resume: bool = False,
+            ignore: Sequence[str] = (), dtype: str = "bf16", max_shard_size: int = 500_000_000, resume: bool = False,
             overwrite: bool = False, dry_run: bool = False, allow_nonfinite: bool = False,
             device: str | None = None, progress: bool = True) -> Plan | Path:
     """Convert an HF model directory or a GGUF file into an HF-format safetensors checkpoint.
@@ -81,7 +94,8 @@ def convert(src: str | Path, dst: str | Path, scheme: str = "fp8-block", *, sche
         ignore: regexes of module names (e.g. ``mlp\\.down_proj``) to leave unquantized; they are written into
             ``modules_to_not_convert``.
         dtype: ``bf16``, ``fp16`` or ``fp32`` for every tensor that is not quantized.
-        max_shard_size: bytes per output shard.
+        max_shard_size: bytes per output shard. Memory holds about twice this (safetensors serializes a shard
+            in memory), plus the tensor being converted.
         resume: continue an interrupted conversion of the same plan from its finished shards.
         overwrite: replace an existing ``dst``.
         dry_run: only plan; returns the Plan.

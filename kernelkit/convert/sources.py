@@ -26,17 +26,26 @@ SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.jso
 
 @dataclass(frozen=True)
 class SourceTensor:
-    """One tensor of the source: its metadata now, its data on ``load()`` (fp32/bf16/... CPU tensor)."""
+    """One tensor of the source: its metadata now, its data on demand. ``load_rows(a, b)`` returns rows
+    a..b (along dim 0) as a CPU tensor in its own memory; 0-d tensors have a single row."""
 
     name: str
     shape: tuple[int, ...]
     dtype: torch.dtype
     origin: str  # file it comes from, for error messages
-    load: Callable[[], torch.Tensor]
+    load_rows: Callable[[int, int], torch.Tensor]
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if self.shape else 1
 
     @property
     def nbytes(self) -> int:
         return torch.Size(self.shape).numel() * self.dtype.itemsize
+
+    def load(self) -> torch.Tensor:
+        """The whole tensor."""
+        return self.load_rows(0, self.rows)
 
 
 class HfSource:
@@ -70,22 +79,24 @@ class HfSource:
         raise ConvertError(f"{self.path}: neither {INDEX} nor {SINGLE}")
 
     def tensors(self) -> Iterator[SourceTensor]:
+        """Metadata of every tensor, shard by shard. Each load opens the shard and copies a row range out
+        (``get_slice``): a tensor from ``get_tensor`` is a view of the memory map, and every page of it that
+        is touched stays resident for as long as the tensor lives."""
         from safetensors import safe_open
 
         for shard in self.shards:
             try:  # safetensors checks on open that the header is sane and the data covers the file
-                handle = safe_open(str(shard), framework="pt")
-                names = list(handle.keys())
-                slices = {name: handle.get_slice(name) for name in names}
+                with safe_open(str(shard), framework="pt") as handle:
+                    meta = {name: handle.get_slice(name) for name in handle.keys()}
+                    meta = {name: (tuple(sl.get_shape()), sl.get_dtype()) for name, sl in meta.items()}
             except Exception as e:  # safetensors raises its own error types for corrupt headers
                 raise ConvertError(f"{shard}: corrupt or truncated safetensors file ({e})") from e
-            for name in names:
-                sl = slices[name]
-                dtype = _DTYPES.get(sl.get_dtype())
+            for name, (shape, dtype_name) in meta.items():
+                dtype = _DTYPES.get(dtype_name)
                 if dtype is None:
-                    raise ConvertError(f"{shard}: tensor {name} has unsupported dtype {sl.get_dtype()}")
-                yield SourceTensor(name, tuple(sl.get_shape()), dtype, str(shard),
-                                   lambda h=handle, n=name, s=shard: _load(h, n, s))
+                    raise ConvertError(f"{shard}: tensor {name} has unsupported dtype {dtype_name}")
+                yield SourceTensor(name, shape, dtype, str(shard),
+                                   lambda a, b, n=name, s=shard: _load_rows(s, n, a, b))
 
     def copy_side_files(self, dst: Path) -> None:
         for name in SIDE_FILES:
@@ -98,9 +109,13 @@ _DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF
            "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 
 
-def _load(handle, name: str, shard: Path) -> torch.Tensor:
+def _load_rows(shard: Path, name: str, start: int, stop: int) -> torch.Tensor:
+    from safetensors import safe_open
+
     try:
-        return handle.get_tensor(name)
+        with safe_open(str(shard), framework="pt") as handle:
+            sl = handle.get_slice(name)
+            return sl[start:stop] if sl.get_shape() else handle.get_tensor(name).clone()
     except Exception as e:
         raise ConvertError(f"{shard}: cannot read tensor {name} ({e})") from e
 

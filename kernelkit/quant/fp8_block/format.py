@@ -19,9 +19,14 @@ from kernelkit.ops.quant.reference import FP8_MAX, cast_8bit, round_up_pow2
 AMAX_EPS = 1e-10
 
 
+ROWS_PER_CHUNK = 2048  # fp32 work space stays ~ 2048 x K x 4 bytes (x a few), whatever N is
+
+
 def quantize_weight(w: torch.Tensor, block_size: tuple[int, int] = (128, 128),
                     scale_ue8m0: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize w [N, K] (any float dtype) to (weight float8_e4m3fn [N, K], weight_scale_inv fp32 blocks).
+
+    Works through the rows in chunks of whole blocks, so temporary fp32 memory is bounded for any N.
 
     Raises:
         ValueError: w is not 2-D.
@@ -30,16 +35,28 @@ def quantize_weight(w: torch.Tensor, block_size: tuple[int, int] = (128, 128),
         raise ValueError(f"block-FP8 weights must be 2-D, got shape {tuple(w.shape)}")
     bn, bk = block_size
     n, k = w.shape
+    q = torch.empty(n, k, dtype=torch.float8_e4m3fn, device=w.device)
+    scale = torch.empty(-(-n // bn), -(-k // bk), dtype=torch.float32, device=w.device)
+    rows = max(bn, ROWS_PER_CHUNK // bn * bn)
+    for start in range(0, n, rows):
+        q[start:start + rows], scale[start // bn:(start + rows) // bn] = _quantize_rows(
+            w[start:start + rows], block_size, scale_ue8m0)
+    return q, scale
+
+
+def _quantize_rows(w: torch.Tensor, block_size: tuple[int, int], scale_ue8m0: bool):
+    bn, bk = block_size
+    n, k = w.shape
     nb, kb = -(-n // bn), -(-k // bk)
     padded = torch.zeros(nb * bn, kb * bk, dtype=torch.float32, device=w.device)
-    padded[:n, :k] = w.float()
+    padded[:n, :k] = w
     blocks = padded.view(nb, bn, kb, bk)
     amax = blocks.abs().amax(dim=(1, 3)).clamp(min=AMAX_EPS)
     scale = amax / FP8_MAX
     if scale_ue8m0:
         scale = round_up_pow2(scale)
     q = cast_8bit(blocks * (1.0 / scale)[:, None, :, None], torch.float8_e4m3fn)
-    return q.view(nb * bn, kb * bk)[:n, :k].contiguous(), scale
+    return q.view(nb * bn, kb * bk)[:n, :k], scale
 
 
 def dequantize_weight(weight: torch.Tensor, weight_scale_inv: torch.Tensor,
