@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build, check and time kernelkit on a GPU machine (through the device tool), in one call.
 #   scripts/gpu_check.sh tests   - GPU test suite (every kernel vs its torch reference), SASS checks
-#   scripts/gpu_check.sh bench   - benches/ (quantizers, JIT compile/load); tables under $OUT
+#   scripts/gpu_check.sh bench   - benches/ (quantizers, GEMM, JIT compile/load); tables under $OUT
+#   scripts/gpu_check.sh tune    - tune the Triton block-FP8 GEMM; configs under $OUT (commit them)
 # Carry .whl and .whl-cute (../shared/device/fetch-wheels.sh fetches them). Logs and tables go to $OUT.
 set -uo pipefail
 mode=${1:-tests}
@@ -58,6 +59,9 @@ PY
 }
 
 case "$mode" in
+  tune)
+    python3 scripts/tune_gemm.py 2>&1 | tee "$OUT/tune.txt" | tail -n 40
+    cp kernelkit/ops/gemm/configs/*.json "$OUT"/ 2>/dev/null ;;
   tests)
     prebuild 2>&1 | tail -n 1
     python3 -m pytest ${TESTS:-tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 --timeout=90 ${PYTEST_V:-} -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
@@ -69,6 +73,7 @@ case "$mode" in
         python3 scripts/profile_quant.py > "$OUT/ncu.txt" 2>&1
       grep -E "Memory Throughput|DRAM Throughput|Duration|Achieved Occupancy|Registers Per" "$OUT/ncu.txt"
     fi
-    python3 -m pytest benches -q -p no:cacheprovider --benchmark-disable-gc --benchmark-json="$OUT/bench.json" 2>&1 \
+    python3 -m pytest ${BENCHES:-benches} -m "${BENCH_MARK:-not slow}" -q -p no:cacheprovider --benchmark-disable-gc \
+      --benchmark-json="$OUT/bench.json" 2>&1 \
       | tee "$OUT/bench.txt" | tail -n 80 ;;
 esac

@@ -61,7 +61,7 @@ class Fp8BlockLinear(nn.Module):
         pad = -k % block_k
         if pad:
             x2 = torch.nn.functional.pad(x2, (0, pad))
-        q, scales = per_token_group_quant_fp8(x2, block_k, column_major_scales=True, scale_tma_aligned=True)
+        q, scales = per_token_group_quant_fp8(x2, block_k, column_major_scales=True)
         out = w8a8_block_fp8_matmul(q[:, :k], self.weight, scales, self.weight_scale_inv, self.block_size, x.dtype)
         if self.bias is not None:
             out = out + self.bias

@@ -1,0 +1,63 @@
+"""Block-wise FP8 GEMM through cuBLAS (``torch._scaled_mm`` with 1x128 activation and 128x128 weight scales).
+
+Support and correctness vary across torch versions and shapes (it fails at M = 1; torch PR #166752 fixed
+silent wrong results when (K / 128) % 4 != 0), so each (N, K, small-M) class is probed once on the real call:
+the cuBLAS result is compared with the Triton kernel's, and the class is used only if they agree. A class that
+raises or disagrees is remembered and skipped, with one logged warning.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger("kernelkit.ops")
+
+_verdicts: dict[tuple, bool] = {}
+
+
+def _class(a: torch.Tensor, b: torch.Tensor, block_size: tuple[int, int]) -> tuple:
+    return (b.shape[0], a.shape[1], a.shape[0] < 16, block_size, a.device.index)
+
+
+def unsupported(a, b, a_scales, b_scales, block_size, out) -> str | None:
+    """Why cuBLAS block-wise cannot take this call (None if it may)."""
+    if tuple(block_size) != (128, 128):
+        return "cuBLAS block-wise scaling is 1x128 / 128x128 only"
+    if a.shape[1] % 128 or b.shape[0] % 128:
+        return "K and N must be multiples of 128"
+    if a_scales.stride(0) != 1:
+        return "activation scales must be column-major"
+    if _verdicts.get(_class(a, b, block_size)) is False:
+        return "probed earlier: unsupported or wrong for this shape class"
+    return None
+
+
+def _scaled_mm(a, b, a_scales, b_scales, out_dtype):
+    return torch._scaled_mm(a, b.t(), scale_a=a_scales, scale_b=b_scales.t(), out_dtype=out_dtype)
+
+
+def matmul(a, b, a_scales, b_scales, block_size, out: torch.Tensor, check) -> None:
+    """Write cuBLAS's result into ``out``; the first call of a shape class is checked against ``check``
+    (a function writing the Triton result into its argument)."""
+    key = _class(a, b, block_size)
+    if key in _verdicts:
+        out.copy_(_scaled_mm(a, b, a_scales, b_scales, out.dtype))
+        return
+    try:
+        result = _scaled_mm(a, b, a_scales, b_scales, out.dtype)
+    except RuntimeError as e:
+        _verdicts[key] = False
+        log.warning("w8a8_block_fp8_matmul: cuBLAS block-wise unsupported for N=%d K=%d (M%s16): %s", key[0], key[1],
+                    "<" if key[2] else ">=", str(e).splitlines()[0])
+        check(out)
+        return
+    check(out)
+    agree = torch.allclose(result.float(), out.float(), rtol=2e-2, atol=1e-2)
+    _verdicts[key] = agree
+    if agree:
+        out.copy_(result)
+    else:
+        log.warning("w8a8_block_fp8_matmul: cuBLAS block-wise disagrees with the Triton kernel for N=%d K=%d; "
+                    "not using it for this shape", key[0], key[1])

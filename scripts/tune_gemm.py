@@ -1,0 +1,68 @@
+"""Tune the Triton block-FP8 GEMM on this GPU and write configs in sglang's JSON naming
+(kernelkit/ops/gemm/configs/N=...,K=...,device_name=...,dtype=fp8_w8a8,block_shape=[128, 128].json).
+
+Usage (on a GPU machine): python scripts/tune_gemm.py [N,K ...]   (default: the shapes of benches/bench_gemm.py)
+Every candidate is checked against the reference before it is timed (CUDA-graph medians, benches/timing.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
+from timing import median_ms  # noqa: E402
+
+from kernelkit.ops import per_token_group_quant_fp8  # noqa: E402
+from kernelkit.ops.gemm import configs, reference, triton_impl  # noqa: E402
+from kernelkit.quant.fp8_block.format import quantize_weight  # noqa: E402
+
+MS = (1, 16, 64, 256, 1024, 4096)
+CANDIDATES = [{"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": gm, "num_warps": w,
+               "num_stages": st}
+              for bm, bn, gm, w, st in itertools.product((16, 32, 64, 128), (64, 128), (1, 8, 32), (4, 8), (3, 4, 5))]
+
+
+def tune(n: int, k: int) -> dict[int, dict]:
+    best = {}
+    g = torch.Generator(device="cuda").manual_seed(0)
+    w = torch.randn(n, k, device="cuda", generator=g) * 0.02
+    b, b_s = quantize_weight(w)
+    for m in MS:
+        a, a_s = per_token_group_quant_fp8(torch.randn(m, k, device="cuda", generator=g, dtype=torch.bfloat16), 128,
+                                           column_major_scales=True)
+        ref = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, (128, 128), torch.float32)
+        out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        timings = []
+        for cfg in CANDIDATES:
+            if cfg["BLOCK_SIZE_M"] > max(16, 2 * m):
+                continue
+            try:
+                triton_impl.w8a8_block_fp8_matmul(a, b, a_s, b_s, (128, 128), out, cfg)
+                if not torch.allclose(out.float(), ref, rtol=1e-2, atol=1e-2):
+                    continue
+                sets = [(a, b, a_s, b_s, (128, 128), out, cfg)]
+                timings.append((median_ms(triton_impl.w8a8_block_fp8_matmul, sets), cfg))
+            except Exception:  # a config Triton cannot compile (shared memory, registers): skip it
+                continue
+        ms, cfg = min(timings, key=lambda t: t[0])
+        best[m] = cfg
+        print(f"N={n} K={k} M={m}: {ms * 1e3:.1f} µs {2 * m * n * k / ms / 1e9:.0f} TFLOP/s {cfg}")
+    return best
+
+
+def main() -> None:
+    shapes = [tuple(int(v) for v in arg.split(",")) for arg in sys.argv[1:]] or [
+        (4096, 4096), (14336, 4096), (4096, 14336), (7168, 16384), (2112, 7168)]
+    for n, k in shapes:
+        path = configs.CONFIG_DIR / configs.config_file_name(n, k, torch.cuda.get_device_name(), (128, 128))
+        path.write_text(json.dumps({str(m): cfg for m, cfg in tune(n, k).items()}, indent=1) + "\n")
+        print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

