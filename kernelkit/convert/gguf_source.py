@@ -21,7 +21,7 @@ from kernelkit.convert.sources import SourceTensor
 
 log = logging.getLogger("kernelkit.convert")
 
-SUPPORTED_ARCHS = ("llama",)
+SUPPORTED_ARCHS = {"llama": "LlamaForCausalLM"}  # GGUF architecture -> HF architectures entry
 
 
 def llama_module_names(config: dict) -> list[str]:
@@ -54,7 +54,8 @@ class GgufSource:
         except Exception as e:  # gguf raises plain ValueError/KeyError for corrupt files
             raise ConvertError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
         if arch not in SUPPORTED_ARCHS:
-            raise ConvertError(f"{path}: GGUF architecture {arch!r} is not supported (supported: {SUPPORTED_ARCHS})")
+            raise ConvertError(f"{path}: GGUF architecture {arch!r} is not supported "
+                               f"(supported: {sorted(SUPPORTED_ARCHS)})")
         self.arch = arch
         self.config = self._hf_config()
         self._names = self._gguf_to_hf()
@@ -66,6 +67,7 @@ class GgufSource:
         config = self._hf_config_obj.to_dict()
         config.pop("quantization_config", None)  # describes the GGUF source, not the output
         config.pop("_name_or_path", None)
+        config["architectures"] = [SUPPORTED_ARCHS[self.arch]]  # sglang and vLLM pick the model class by it
         return config
 
     def _gguf_to_hf(self) -> dict[str, str]:

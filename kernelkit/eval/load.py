@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kernelkit.quant import scheme_from_config
+from kernelkit.quant import prepare_for_checkpoint, scheme_from_config
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -44,13 +44,7 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32,
         del config.quantization_config  # transformers would apply its own quantizer otherwise
     model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     if raw.get("quantization_config"):
-        scheme = scheme_from_config(raw["quantization_config"])
-        for name, module in list(model.named_modules()):
-            for child_name, child in list(module.named_children()):
-                full = f"{name}.{child_name}" if name else child_name
-                if type(child) is nn.Linear and scheme.quantizes(full):
-                    setattr(module, child_name, scheme.empty_linear(child.in_features, child.out_features,
-                                                                    child.bias is not None, dtype))
+        prepare_for_checkpoint(model, scheme_from_config(raw["quantization_config"]), dtype)
     state = read_state_dict(path)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()

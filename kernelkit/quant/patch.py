@@ -25,6 +25,24 @@ def resolve_scheme(scheme: str | QuantScheme, **options) -> QuantScheme:
     return get_scheme(scheme)(**options)
 
 
+def _linears(model: nn.Module, scheme: QuantScheme):
+    """(parent, child name, linear) for every plain nn.Linear the scheme quantizes."""
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent.named_children()):
+            full_name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if type(child) is nn.Linear and scheme.quantizes(full_name):
+                yield parent, child_name, child
+
+
+def prepare_for_checkpoint(model: nn.Module, scheme: QuantScheme, dtype, device=None) -> nn.Module:
+    """Replace the linears ``scheme`` quantizes with its empty runtime layers, ready for ``load_state_dict``
+    from a checkpoint the scheme wrote. Returns ``model``."""
+    for parent, name, linear in _linears(model, scheme):
+        setattr(parent, name, scheme.empty_linear(linear.in_features, linear.out_features, linear.bias is not None,
+                                                  dtype, device))
+    return model
+
+
 def quantize_(model: nn.Module, scheme: str | QuantScheme, **options) -> nn.Module:
     """Replace every ``nn.Linear`` of ``model`` that the scheme quantizes with its runtime layer.
 
@@ -41,9 +59,6 @@ def quantize_(model: nn.Module, scheme: str | QuantScheme, **options) -> nn.Modu
         As :func:`resolve_scheme`.
     """
     quant = resolve_scheme(scheme, **options)
-    for parent_name, parent in list(model.named_modules()):
-        for child_name, child in list(parent.named_children()):
-            full_name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if type(child) is nn.Linear and quant.quantizes(full_name):
-                setattr(parent, child_name, quant.linear_from_float(child))
+    for parent, name, linear in _linears(model, quant):
+        setattr(parent, name, quant.linear_from_float(linear))
     return model

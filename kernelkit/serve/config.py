@@ -1,0 +1,34 @@
+"""Engine settings: one frozen dataclass that flows everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Attributes:
+        model: HF model directory (e.g. ``kernelkit convert`` output).
+        dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``bf16``, ``fp16`` or ``fp32``.
+        device: ``cuda``/``cpu`` (default: cuda if available).
+        block_size: tokens per KV-cache block.
+        max_num_seqs: sequences running at once.
+        max_num_batched_tokens: new tokens per forward step (longer prompts are prefilled in chunks).
+        max_model_len: longest prompt + output (default: the model's max_position_embeddings, at most 8192).
+        kv_cache_memory: KV-cache bytes on CPU.
+        gpu_memory_utilization: share of GPU memory the weights, activations and KV cache may use.
+        enable_prefix_caching: share KV blocks of identical prompt prefixes.
+        seed: seed of requests that bring none.
+    """
+
+    model: str
+    dtype: str = "auto"
+    device: str | None = None
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int | None = None
+    kv_cache_memory: int = 1 << 30
+    gpu_memory_utilization: float = 0.85
+    enable_prefix_caching: bool = True
+    seed: int = 0

@@ -1,0 +1,150 @@
+"""``LLMEngine``: requests in, incremental outputs out, one scheduling step at a time.
+
+step(): schedule -> run the model -> advance computed tokens (and register full blocks for prefix caching)
+-> sample the sequences that reached the end of their tokens -> detokenize, check stop conditions -> retire
+finished requests, freeing their blocks at once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from kernelkit.serve.attention.torch_backend import TorchPagedAttention
+from kernelkit.serve.block_manager import BlockManager
+from kernelkit.serve.config import EngineConfig
+from kernelkit.serve.detokenizer import IncrementalDetokenizer
+from kernelkit.serve.model.loader import load_model
+from kernelkit.serve.runner import ModelRunner, kv_bytes_per_block
+from kernelkit.serve.sampling import SamplingParams, sample
+from kernelkit.serve.scheduler import Scheduler
+from kernelkit.serve.sequence import Sequence, Status
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class RequestError(ValueError):
+    """A request the engine cannot take (empty or too long a prompt, duplicate id)."""
+
+
+@dataclass
+class RequestOutput:
+    """A request's state after a step: the whole text so far and what this step added."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    text: str
+    token_ids: list[int]
+    delta_text: str = ""
+    delta_token_ids: list[int] = field(default_factory=list)
+    finished: bool = False
+    finish_reason: str | None = None
+    logprobs: list | None = None
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig):
+        from transformers import AutoTokenizer
+
+        self.config = config
+        self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = DTYPES.get(config.dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.tokenizer = AutoTokenizer.from_pretrained(config.model)
+        self.model = load_model(config.model, dtype, self.device)
+        cfg = self.model.config
+        self.max_model_len = config.max_model_len or min(cfg.max_position_embeddings, 8192)
+        num_blocks = self._num_blocks(dtype)
+        self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
+        self.runner = ModelRunner(self.model, num_blocks, config.block_size, dtype, self.device, TorchPagedAttention())
+        self.eos_token_ids = set(cfg.eos_token_ids) | self._generation_eos()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.requests: dict[str, tuple[Sequence, IncrementalDetokenizer]] = {}
+
+    def _num_blocks(self, dtype: torch.dtype) -> int:
+        per_block = kv_bytes_per_block(self.model, self.config.block_size, dtype)
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            budget = free - total * (1 - self.config.gpu_memory_utilization)
+        else:
+            budget = self.config.kv_cache_memory
+        return max(1, int(budget // per_block))
+
+    def _generation_eos(self) -> set[int]:
+        path = Path(self.config.model) / "generation_config.json"
+        eos = json.loads(path.read_text()).get("eos_token_id") if path.is_file() else None
+        tok_eos = {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
+        return tok_eos | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> list[int]:
+        """Queue a request; returns its prompt token ids.
+
+        Raises:
+            RequestError: duplicate id, empty prompt, or prompt + max_tokens beyond max_model_len or the KV cache.
+        """
+        if request_id in self.requests:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise RequestError("the prompt is empty")
+        total = len(ids) + params.max_tokens
+        if total > self.max_model_len:
+            raise RequestError(f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) = {total} exceeds the "
+                               f"maximum context length {self.max_model_len}")
+        if self.blocks.blocks_needed(total) > self.blocks.num_blocks:
+            raise RequestError(f"prompt + max_tokens = {total} tokens do not fit the KV cache "
+                               f"({self.blocks.num_blocks * self.blocks.block_size} tokens)")
+        generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else self.generator
+        seq = Sequence(request_id, ids, params, generator)
+        self.requests[request_id] = (seq, IncrementalDetokenizer(self.tokenizer, ids, params.stop))
+        self.scheduler.add(seq)
+        return ids
+
+    def abort(self, request_id: str) -> bool:
+        """Stop a request now and free its KV blocks. Returns whether it was still running."""
+        entry = self.requests.pop(request_id, None)
+        if entry is None:
+            return False
+        self.scheduler.finish(entry[0], "abort")
+        return True
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    def step(self) -> list[RequestOutput]:
+        """Run one forward step; returns an output for every request that produced a token."""
+        batch = self.scheduler.schedule()
+        if not batch.seqs:
+            return []
+        logits, picked = self.runner.run(batch)
+        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+            seq.num_computed_tokens += n
+            self.blocks.mark_computed(seq)
+        seqs = [batch.seqs[i] for i in picked]
+        if not seqs:
+            return []
+        result = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
+        return [self._advance(seq, result.tokens[i], result.logprobs[i], result.top_logprobs[i])
+                for i, seq in enumerate(seqs)]
+
+    def _advance(self, seq: Sequence, token: int, logprob, top) -> RequestOutput:
+        seq.token_ids.append(token)
+        if logprob is not None:
+            seq.logprobs.append((token, logprob, top))
+        detok = self.requests[seq.request_id][1]
+        delta, stopped = detok.add(token)
+        params = seq.params
+        if stopped or (token in self.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
+            self._retire(seq, "stop")
+        elif len(seq.output_token_ids) >= params.max_tokens or seq.num_tokens >= self.max_model_len:
+            self._retire(seq, "length")
+        return RequestOutput(seq.request_id, seq.token_ids[:seq.num_prompt_tokens], detok.text,
+                             list(seq.output_token_ids), delta, [token], seq.status is Status.FINISHED,
+                             seq.finish_reason, seq.logprobs if params.logprobs is not None else None)
+
+    def _retire(self, seq: Sequence, reason: str) -> None:
+        self.scheduler.finish(seq, reason)
+        del self.requests[seq.request_id]

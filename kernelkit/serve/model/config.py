@@ -1,0 +1,85 @@
+"""The model description the engine needs, parsed from an HF ``config.json`` (Llama family: Llama 2/3,
+Mistral, SmolLM2, Qwen2, Qwen3 dense)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUPPORTED = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
+             "Qwen3ForCausalLM": "qwen3"}
+
+
+class UnsupportedModel(ValueError):
+    """An architecture or configuration the engine does not implement."""
+
+
+@dataclass(frozen=True)
+class RopeConfig:
+    """Rotary embedding parameters: ``rope_type`` default, linear or llama3 (transformers' definitions)."""
+
+    theta: float
+    rope_type: str = "default"
+    factor: float = 1.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shapes and switches of one decoder."""
+
+    architecture: str
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    vocab_size: int
+    rms_norm_eps: float
+    rope: RopeConfig
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    attention_bias: bool
+    qk_norm: bool
+    eos_token_ids: tuple[int, ...]
+    quantization_config: dict | None
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> ModelConfig:
+        """Parse config.json. Raises UnsupportedModel naming the architecture or setting we lack."""
+        archs = cfg.get("architectures") or []
+        arch = next((a for a in archs if a in SUPPORTED), None)
+        if arch is None and not archs:  # no architectures entry: go by model_type
+            arch = next((a for a, model_type in SUPPORTED.items() if model_type == cfg.get("model_type")), None)
+        if arch is None:
+            raise UnsupportedModel(f"unsupported architecture {archs or cfg.get('model_type')!r}; "
+                                   f"supported: {sorted(SUPPORTED)}")
+        heads = cfg["num_attention_heads"]
+        eos = cfg.get("eos_token_id")
+        return cls(
+            architecture=arch, hidden_size=cfg["hidden_size"], intermediate_size=cfg["intermediate_size"],
+            num_layers=cfg["num_hidden_layers"], num_heads=heads,
+            num_kv_heads=cfg.get("num_key_value_heads") or heads,
+            head_dim=cfg.get("head_dim") or cfg["hidden_size"] // heads, vocab_size=cfg["vocab_size"],
+            rms_norm_eps=cfg.get("rms_norm_eps", 1e-6), rope=_rope(cfg),
+            max_position_embeddings=cfg.get("max_position_embeddings", 4096),
+            tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            attention_bias=bool(cfg.get("attention_bias", SUPPORTED[arch] == "qwen2")),
+            qk_norm=SUPPORTED[arch] == "qwen3",
+            eos_token_ids=tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else (),
+            quantization_config=cfg.get("quantization_config"),
+        )
+
+
+def _rope(cfg: dict) -> RopeConfig:
+    # transformers >= 5 writes rope_parameters (with rope_theta inside); older configs rope_theta + rope_scaling.
+    params = dict(cfg.get("rope_parameters") or cfg.get("rope_scaling") or {})
+    theta = params.get("rope_theta", cfg.get("rope_theta", 10000.0))
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type not in ("default", "linear", "llama3"):
+        raise UnsupportedModel(f"unsupported RoPE scaling {rope_type!r} (supported: default, linear, llama3)")
+    fields = {k: params[k] for k in ("factor", "low_freq_factor", "high_freq_factor",
+                                     "original_max_position_embeddings") if k in params}
+    return RopeConfig(theta=float(theta), rope_type=rope_type, **fields)
