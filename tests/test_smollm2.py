@@ -17,7 +17,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kernelkit.cli import main
 from kernelkit.cli.demo import find_smollm2_gguf
-from kernelkit.convert import convert
 from kernelkit.eval.load import load_causal_lm, read_state_dict
 from kernelkit.eval.ppl import default_text, perplexity
 from kernelkit.quant.fp8_block.format import dequantize_weight
@@ -33,13 +32,8 @@ def gguf():
 
 
 @pytest.fixture(scope="module")
-def converted(gguf, tmp_path_factory):
-    root = tmp_path_factory.mktemp("smollm2")
-    out = {"fp32": convert(gguf, root / "fp32", "none", dtype="fp32", progress=False),
-           "bf16": convert(gguf, root / "bf16", "none", progress=False),
-           "fp8": convert(gguf, root / "fp8", progress=False),
-           "fp8-64": convert(gguf, root / "fp8-64", scheme_options={"block_size": (64, 64)}, progress=False)}
-    return out
+def converted(smollm2):
+    return {kind: smollm2(kind) for kind in ("fp32", "bf16", "fp8", "fp8-64")}
 
 
 def test_fp32_conversion_reproduces_transformers_gguf_load(gguf, converted):

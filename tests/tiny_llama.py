@@ -54,3 +54,24 @@ def write_tiny_llama(path: Path, seed: int = 0, shards: int = 2, config: dict | 
         weight_map |= {n: file for n in part}
     (path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return tensors
+
+
+def write_tiny_tokenizer(path: Path) -> None:
+    """A byte-level BPE tokenizer with fewer than 300 tokens (fits the tiny model's vocabulary), saved in HF
+    format with a chat template."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["the quick brown fox jumps over the lazy dog " * 20, "hello world, tokens and blocks"],
+                            vocab_size=290, special_tokens=["<s>", "</s>"], show_progress=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>")
+    tok.chat_template = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}assistant:"
+    tok.save_pretrained(path)
+
+
+def write_tiny_model(path: Path, seed: int = 0) -> Path:
+    """A tiny llama checkpoint with a tokenizer: everything the serving engine needs."""
+    write_tiny_llama(path, seed, shards=1, config={**CONFIG, "eos_token_id": 1, "bos_token_id": 0})
+    write_tiny_tokenizer(path)
+    return path

@@ -103,7 +103,7 @@ class GgufSource:
             w = unpermute_rotary(dequantize(t.data, t.tensor_type).reshape(shape), self.config[permuted])[start:stop]
         else:
             w = dequantize(t.data[start:stop], t.tensor_type).reshape(stop - start, *shape[1:])
-        return torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        return torch.from_numpy(np.array(w, dtype=np.float32))  # a writable copy, not a view of the file
 
     def copy_side_files(self, dst: Path) -> None:
         from transformers import AutoTokenizer, GenerationConfig
