@@ -10,6 +10,7 @@ from kernelkit.cli.demo import demo, model_path
 from kernelkit.cli.eval import eval_group
 from kernelkit.cli.info import info
 from kernelkit.cli.jit import jit
+from kernelkit.cli.serve import generate_cmd, serve_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,3 +25,5 @@ main.add_command(demo)
 main.add_command(convert_cmd)
 main.add_command(eval_group)
 main.add_command(model_path)
+main.add_command(serve_cmd)
+main.add_command(generate_cmd)

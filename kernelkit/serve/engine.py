@@ -79,17 +79,18 @@ class LLMEngine:
         tok_eos = {self.tokenizer.eos_token_id} if self.tokenizer.eos_token_id is not None else set()
         return tok_eos | set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
 
-    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> list[int]:
-        """Queue a request; returns its prompt token ids.
+    def validate(self, prompt: str | list[int], params: SamplingParams) -> list[int]:
+        """The prompt's token ids if the engine can take it; touches no engine state (callable from any thread).
 
         Raises:
-            RequestError: duplicate id, empty prompt, or prompt + max_tokens beyond max_model_len or the KV cache.
+            RequestError: empty prompt, token ids outside the vocabulary, or prompt + max_tokens beyond
+                max_model_len or the KV cache.
         """
-        if request_id in self.requests:
-            raise RequestError(f"request id {request_id!r} is already in use")
         ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
             raise RequestError("the prompt is empty")
+        if min(ids) < 0 or max(ids) >= self.model.config.vocab_size:
+            raise RequestError(f"prompt token ids must be in [0, {self.model.config.vocab_size})")
         total = len(ids) + params.max_tokens
         if total > self.max_model_len:
             raise RequestError(f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) = {total} exceeds the "
@@ -97,6 +98,17 @@ class LLMEngine:
         if self.blocks.blocks_needed(total) > self.blocks.num_blocks:
             raise RequestError(f"prompt + max_tokens = {total} tokens do not fit the KV cache "
                                f"({self.blocks.num_blocks * self.blocks.block_size} tokens)")
+        return ids
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams) -> list[int]:
+        """Queue a request; returns its prompt token ids.
+
+        Raises:
+            RequestError: a duplicate id, or as :meth:`validate`.
+        """
+        if request_id in self.requests:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        ids = self.validate(prompt, params)
         generator = torch.Generator().manual_seed(params.seed) if params.seed is not None else self.generator
         seq = Sequence(request_id, ids, params, generator)
         self.requests[request_id] = (seq, IncrementalDetokenizer(self.tokenizer, ids, params.stop))

@@ -1,0 +1,154 @@
+"""`kernelkit serve` as a real process on a free loopback port (tiny random model): the openai client for chat
+and completions, streaming or not; bad requests get OpenAI-style 4xx; a client that disconnects mid-stream has
+its request aborted and its KV blocks freed; a full queue answers 503; the API key is enforced; SIGTERM lets
+an in-flight stream finish. After every misbehaving client the server still answers."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+from tiny_llama import write_tiny_model
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(model, *args):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kernelkit", "serve", "--model", str(model), "--port", str(port),
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stdout.read())
+    raise RuntimeError("server did not start")
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    model = write_tiny_model(tmp_path_factory.mktemp("tiny"))
+    proc, url = _start(model, "--served-model-name", "tiny", "--max-pending", "8")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def _client(url):
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+
+
+def test_openai_client_chat_and_completions(server):
+    client = _client(server)
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}],
+                                          max_tokens=8, temperature=0, seed=1)
+    assert chat.choices[0].message.role == "assistant" and chat.usage.completion_tokens >= 1
+    assert chat.choices[0].finish_reason in ("stop", "length")
+    streamed = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}],
+                                              max_tokens=8, temperature=0, seed=1, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == chat.choices[0].message.content
+    done = client.completions.create(model="tiny", prompt="the quick brown", max_tokens=6, temperature=0,
+                                     logprobs=2)
+    assert done.usage.completion_tokens == len(done.choices[0].logprobs.token_logprobs)
+    streamed = client.completions.create(model="tiny", prompt="the quick brown", max_tokens=6, temperature=0,
+                                         stream=True)
+    assert "".join(c.choices[0].text for c in streamed) == done.choices[0].text
+    sampled = [client.completions.create(model="tiny", prompt="the", max_tokens=10, temperature=1.0, seed=42).choices[0]
+               .text for _ in range(2)]
+    assert sampled[0] == sampled[1]  # seeded sampling is reproducible
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"model": "other", "prompt": "x"}, 404, "model_not_found"),
+    ({"model": "tiny", "prompt": "x", "max_tokens": -3}, 400, None),
+    ({"model": "tiny", "prompt": "x", "top_p": 1.5}, 400, None),
+    ({"model": "tiny", "prompt": "x", "temperature": -1}, 400, None),
+    ({"model": "tiny", "prompt": "x", "n": 3}, 400, None),
+    ({"model": "tiny", "prompt": [1, 2, 99999]}, 400, None),
+    ({"model": "tiny"}, 400, None),
+    ({"model": "tiny", "prompt": "the " * 2000, "max_tokens": 10}, 400, "context_length_exceeded"),
+])
+def test_bad_requests_get_openai_errors(server, body, status, code):
+    r = httpx.post(f"{server}/v1/completions", json=body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["message"] and error["type"] and error["code"] == code
+    assert httpx.post(f"{server}/v1/completions", content=b"{not json", headers={"content-type": "application/json"}
+                      ).status_code == 400
+    assert httpx.post(f"{server}/v1/chat/completions", json={"model": "tiny", "messages": []}).status_code == 400
+    assert httpx.get(f"{server}/health").status_code == 200
+
+
+def test_disconnect_mid_stream_aborts_and_frees_blocks(server):
+    body = {"model": "tiny", "prompt": "the quick brown fox", "max_tokens": 400, "ignore_eos": True, "stream": True}
+    with httpx.Client(timeout=30) as client, client.stream("POST", f"{server}/v1/completions", json=body) as r:
+        lines = r.iter_lines()
+        assert next(line for line in lines if line.startswith("data:"))
+        assert _metric(server, "kernelkit:num_requests_running") == 1
+    for _ in range(100):
+        if _metric(server, "kernelkit:num_requests_running") == 0 and \
+                _metric(server, "kernelkit:kv_cache_usage_ratio") == 0:
+            break
+        time.sleep(0.1)
+    assert _metric(server, "kernelkit:num_requests_running") == 0
+    assert _metric(server, "kernelkit:kv_cache_usage_ratio") == 0
+    assert _client(server).completions.create(model="tiny", prompt="the", max_tokens=2).usage.completion_tokens == 2
+
+
+def test_queue_full_api_key_and_sigterm_drain(tmp_path):
+    model = write_tiny_model(tmp_path / "tiny")
+    proc, url = _start(model, "--max-pending", "1", "--api-key", "s3cret")
+    try:
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        name = httpx.get(f"{url}/v1/models", headers=auth).json()["data"][0]["id"]
+        body = {"model": name, "prompt": "the quick", "max_tokens": 300, "ignore_eos": True, "stream": True}
+        with httpx.Client(timeout=60) as client, client.stream("POST", f"{url}/v1/completions", json=body,
+                                                               headers=auth) as r:
+            lines = r.iter_lines()
+            next(line for line in lines if line.startswith("data:"))
+            busy = httpx.post(f"{url}/v1/completions", json=body | {"stream": False}, headers=auth)
+            assert busy.status_code == 503 and busy.json()["error"]["code"] == "overloaded"
+            proc.send_signal(signal.SIGTERM)  # drain: the running stream must still complete
+            rest = [line for line in lines if line.startswith("data:")]
+        assert rest[-1] == "data: [DONE]"
+        chunks = [json.loads(line[6:]) for line in rest[:-1]]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        # uvicorn re-raises the signal once its graceful shutdown is over, so the process ends "by SIGTERM"
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_server_binds_loopback_by_default():
+    from kernelkit.cli.serve import serve_cmd
+
+    host = next(p for p in serve_cmd.params if p.name == "host")
+    assert host.default == "127.0.0.1" and os.environ.get("KERNELKIT_API_KEY") is None
