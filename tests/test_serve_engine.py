@@ -156,3 +156,27 @@ def test_stop_conditions_and_logprobs(tiny):
     assert len(out.logprobs) == 4 and all(len(top) == 2 for _, _, top in out.logprobs)
     assert all(lp <= 0 for _, lp, _ in out.logprobs)
     assert llm.generate([[5, 6, 7]], GREEDY)[0].finish_reason == "length"
+
+
+def test_dummy_weights_need_only_config_and_tokenizer(tmp_path):
+    import json
+
+    from tiny_llama import CONFIG, write_tiny_tokenizer
+
+    (tmp_path / "config.json").write_text(json.dumps({**CONFIG, "eos_token_id": 1, "quantization_config": {
+        "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}}))
+    write_tiny_tokenizer(tmp_path)
+    llm = LLM(tmp_path, load_format="dummy")
+    assert type(llm.engine.model.model.layers[0].mlp.down_proj).__name__ == "Fp8BlockLinear"
+    assert len(llm.generate([[3, 4, 5]], GREEDY)[0].token_ids) == 12
+
+
+def test_triton_attention_backend_gives_the_same_tokens(tiny):
+    """The GPU attention kernel inside the engine (Triton's interpreter without a GPU), chunked prefill and
+    prefix hits included."""
+    prompts = [[(7 * i + j) % 280 + 2 for j in range(n)] for i, n in enumerate((40, 3, 17))]
+    options = dict(block_size=16, max_num_batched_tokens=24)
+    torch_tokens = [o.token_ids for o in LLM(tiny, attention_backend="torch", **options).generate(prompts, GREEDY)]
+    triton_llm = LLM(tiny, attention_backend="triton", **options)
+    assert [o.token_ids for o in triton_llm.generate(prompts, GREEDY)] == torch_tokens
+    assert [o.token_ids for o in triton_llm.generate(prompts, GREEDY)] == torch_tokens  # prefix-cache hits

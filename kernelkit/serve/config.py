@@ -19,6 +19,9 @@ class EngineConfig:
         gpu_memory_utilization: share of GPU memory the weights, activations and KV cache may use.
         enable_prefix_caching: share KV blocks of identical prompt prefixes.
         seed: seed of requests that bring none.
+        attention_backend: ``auto`` (Triton on GPU, torch on CPU), ``torch`` or ``triton``.
+        load_format: ``auto`` (the checkpoint's safetensors) or ``dummy`` (random weights of the shapes in
+            config.json, quantized by its quantization_config if any: for benchmarks, as vLLM's dummy format).
     """
 
     model: str
@@ -32,3 +35,5 @@ class EngineConfig:
     gpu_memory_utilization: float = 0.85
     enable_prefix_caching: bool = True
     seed: int = 0
+    load_format: str = "auto"
+    attention_backend: str = "auto"

@@ -53,16 +53,28 @@ class LLMEngine:
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = DTYPES.get(config.dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.tokenizer = AutoTokenizer.from_pretrained(config.model)
-        self.model = load_model(config.model, dtype, self.device)
+        self.model = load_model(config.model, dtype, self.device, config.load_format)
         cfg = self.model.config
         self.max_model_len = config.max_model_len or min(cfg.max_position_embeddings, 8192)
         num_blocks = self._num_blocks(dtype)
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
-        self.runner = ModelRunner(self.model, num_blocks, config.block_size, dtype, self.device, TorchPagedAttention())
+        self.runner = ModelRunner(self.model, num_blocks, config.block_size, dtype, self.device, self._backend())
         self.eos_token_ids = set(cfg.eos_token_ids) | self._generation_eos()
         self.generator = torch.Generator().manual_seed(config.seed)
         self.requests: dict[str, tuple[Sequence, IncrementalDetokenizer]] = {}
+
+    def _backend(self):
+        choice = self.config.attention_backend
+        if choice == "auto":
+            choice = "triton" if self.device.type == "cuda" else "torch"
+        if choice == "triton":
+            from kernelkit.serve.attention.triton_backend import TritonPagedAttention
+
+            return TritonPagedAttention()
+        if choice == "torch":
+            return TorchPagedAttention()
+        raise ValueError(f"attention_backend must be auto, torch or triton, got {choice!r}")
 
     def _num_blocks(self, dtype: torch.dtype) -> int:
         per_block = kv_bytes_per_block(self.model, self.config.block_size, dtype)

@@ -18,8 +18,10 @@ class CheckpointMismatch(ValueError):
     """The checkpoint's tensors are not the ones the config describes."""
 
 
-def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device) -> LlamaForCausalLM:
+def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device,
+               load_format: str = "auto") -> LlamaForCausalLM:
     """The model of an HF model directory on ``device``, parameters in ``dtype`` (quantized ones as stored).
+    ``load_format="dummy"`` fills random weights instead of reading tensors (see :func:`random_weights`).
 
     Raises:
         UnsupportedModel: an architecture or RoPE scaling the engine does not implement.
@@ -30,6 +32,10 @@ def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device)
 
     path, device = Path(path), torch.device(device)
     cfg = ModelConfig.from_hf(json.loads((path / "config.json").read_text()))
+    if load_format == "dummy":
+        return random_weights(cfg, dtype, device)
+    if load_format != "auto":
+        raise ValueError(f"load_format must be 'auto' or 'dummy', got {load_format!r}")
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg).to(dtype)
         if cfg.quantization_config:
@@ -51,4 +57,23 @@ def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device)
         loaded |= set(tensors)
     if expected - loaded:
         raise CheckpointMismatch(f"{path}: missing tensors {sorted(expected - loaded)[:8]}")
+    return model.eval()
+
+
+@torch.no_grad()
+def random_weights(cfg: ModelConfig, dtype: torch.dtype, device: torch.device, seed: int = 0) -> LlamaForCausalLM:
+    """A model with N(0, 0.02) weights (norms at 1), built on ``device``; linears the config's scheme quantizes
+    are quantized from those random weights one at a time, so memory never holds the full model in bf16."""
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(cfg).to(dtype)
+    model = model.to_empty(device=device)
+    for name, param in model.named_parameters():
+        param.fill_(1.0) if name.endswith("norm.weight") else param.normal_(0, 0.02)
+    if cfg.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    if cfg.quantization_config:
+        from kernelkit.quant import quantize_
+
+        quantize_(model, scheme_from_config(cfg.quantization_config))
     return model.eval()

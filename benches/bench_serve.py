@@ -1,0 +1,104 @@
+"""Serving engine throughput and latency on the GPU (issue 4).
+
+- offline: nano-vllm's benchmark, 256 requests with random input and output lengths in [100, 1024] and
+  ignore_eos, on SmolLM2-shaped and Llama-3-8B-shaped random weights (bf16 and fp8-block): output tokens/s;
+- transformers on the same GPU and weights, same run: static-batch ``generate`` and, when the installed
+  version has it, ``generate_batch`` (continuous batching), on a smaller workload both sides also run;
+- decode step time at batch 1 against weight bytes / measured copy bandwidth.
+Run: ``pytest benches/bench_serve.py`` on a GPU; tables land in $KERNELKIT_BENCH_OUT.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+import torch
+from serve_models import LLAMA3_8B, SMOLLM2, make_model_dir
+from timing import copy_bandwidth_gbs
+
+from kernelkit.serve import LLM, SamplingParams
+
+pytestmark = pytest.mark.gpu
+
+
+def _workload(n: int, vocab: int, lo: int, hi: int, out_lo: int, out_hi: int, seed: int = 0):
+    g = random.Random(seed)
+    prompts = [[g.randrange(vocab) for _ in range(g.randint(lo, hi))] for _ in range(n)]
+    params = [SamplingParams(temperature=0.6, ignore_eos=True, max_tokens=g.randint(out_lo, out_hi)) for _ in range(n)]
+    return prompts, params
+
+
+def _throughput(llm: LLM, prompts, params) -> float:
+    llm.generate(prompts[:2], [SamplingParams(max_tokens=8)] * 2)  # warm up kernels
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    outs = llm.generate(prompts, params)
+    torch.cuda.synchronize()
+    return sum(len(o.token_ids) for o in outs) / (time.perf_counter() - t0)
+
+
+@pytest.mark.parametrize("shape, fp8", [("smollm2", False), ("llama3-8b", False), ("llama3-8b", True)])
+def bench_offline_throughput(record, tmp_path, shape, fp8):
+    config = {"smollm2": SMOLLM2, "llama3-8b": LLAMA3_8B}[shape]
+    model = make_model_dir(tmp_path / shape, config, fp8)
+    llm = LLM(str(model), load_format="dummy", max_num_seqs=256, max_num_batched_tokens=8192)
+    prompts, params = _workload(256, config["vocab_size"], 100, 1024, 100, 1024)
+    record("serve_offline", {"model": shape + (" fp8-block" if fp8 else " bf16"), "requests": 256,
+                             "output tok/s": f"{_throughput(llm, prompts, params):.0f}"})
+
+
+def bench_against_transformers(record, tmp_path):
+    """Same random SmolLM2-shaped weights and workload (64 requests, inputs 100-512, 128 new tokens)."""
+    import transformers
+
+    model = make_model_dir(tmp_path / "smollm2", SMOLLM2)
+    prompts, params = _workload(64, SMOLLM2["vocab_size"], 100, 512, 128, 128)
+    llm = LLM(str(model), load_format="dummy", max_num_seqs=256)
+    ours = _throughput(llm, prompts, params)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMOLLM2)).to("cuda", torch.bfloat16).eval()
+    hf.load_state_dict(llm.engine.model.state_dict(), strict=False)
+    pad = max(len(p) for p in prompts)
+    ids = torch.tensor([[0] * (pad - len(p)) + p for p in prompts], device="cuda")
+    mask = torch.tensor([[0] * (pad - len(p)) + [1] * len(p) for p in prompts], device="cuda")
+    with torch.no_grad():
+        hf.generate(ids[:2], attention_mask=mask[:2], max_new_tokens=4, do_sample=False)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        hf.generate(ids, attention_mask=mask, max_new_tokens=128, min_new_tokens=128, do_sample=True,
+                    temperature=0.6)
+        torch.cuda.synchronize()
+    static = 64 * 128 / (time.perf_counter() - t0)
+    row = {"workload": "64 req, in 100-512, out 128", "kernelkit tok/s": f"{ours:.0f}",
+           "transformers generate tok/s": f"{static:.0f}"}
+    if hasattr(hf, "generate_batch"):
+        from transformers import GenerationConfig
+
+        cfg = GenerationConfig(max_new_tokens=128, do_sample=True, temperature=0.6, eos_token_id=-1)
+        t0 = time.perf_counter()
+        hf.generate_batch(inputs=prompts, generation_config=cfg)
+        row["transformers generate_batch tok/s"] = f"{64 * 128 / (time.perf_counter() - t0):.0f}"
+    row["kernelkit / best transformers"] = f"{ours / max(float(v) for k, v in row.items() if 'transformers' in k):.1f}x"
+    record("serve_vs_transformers", row)
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def bench_decode_step_batch1(record, tmp_path, fp8):
+    model = make_model_dir(tmp_path / "llama3-8b", LLAMA3_8B, fp8)
+    llm = LLM(str(model), load_format="dummy")
+    engine = llm.engine
+    weight_bytes = sum(p.numel() * p.element_size() for p in engine.model.parameters())
+    engine.add_request("decode", list(range(100, 228)), SamplingParams(temperature=0, max_tokens=160, ignore_eos=True))
+    steps = []
+    while engine.has_unfinished():
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        engine.step()
+        torch.cuda.synchronize()
+        steps.append(time.perf_counter() - t0)
+    decode = sorted(steps[32:])[len(steps[32:]) // 2]
+    floor = weight_bytes / (copy_bandwidth_gbs() * 1e9 / 2)  # a copy reads and writes; weights are only read
+    record("serve_decode_batch1", {"model": "llama3-8b " + ("fp8-block" if fp8 else "bf16"),
+                                   "weight GB": f"{weight_bytes / 1e9:.2f}", "decode step ms": f"{decode * 1e3:.2f}",
+                                   "floor ms": f"{floor * 1e3:.2f}", "ratio": f"{decode / floor:.2f}x"})

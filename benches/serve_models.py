@@ -1,0 +1,32 @@
+"""Model directories for serving benches: config.json with real shapes and a word-level tokenizer that covers
+the vocabulary (prompts are random token ids; the tokenizer only detokenizes). Weights come from
+``load_format="dummy"``, so nothing large is written or carried."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SMOLLM2 = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 576,
+           "intermediate_size": 1536, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+           "num_hidden_layers": 30, "vocab_size": 49152, "rms_norm_eps": 1e-5, "rope_theta": 100000.0,
+           "max_position_embeddings": 8192, "tie_word_embeddings": True, "eos_token_id": 2, "bos_token_id": 1}
+LLAMA3_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+             "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+             "num_hidden_layers": 32, "vocab_size": 128256, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+             "max_position_embeddings": 8192, "tie_word_embeddings": False, "eos_token_id": 128001,
+             "bos_token_id": 128000}
+FP8_BLOCK = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
+
+
+def make_model_dir(path: Path, config: dict, fp8_block: bool = False) -> Path:
+    """Write config.json (+ quantization_config) and a tokenizer with one word per token id."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config | ({"quantization_config": FP8_BLOCK} if fp8_block else {})))
+    words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(config["vocab_size"])}, unk_token="w0"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, eos_token=f"w{config['eos_token_id']}").save_pretrained(path)
+    return path
