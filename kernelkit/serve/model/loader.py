@@ -57,6 +57,7 @@ def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device,
         loaded |= set(tensors)
     if expected - loaded:
         raise CheckpointMismatch(f"{path}: missing tensors {sorted(expected - loaded)[:8]}")
+    model.fuse()
     return model.eval()
 
 
@@ -76,4 +77,5 @@ def random_weights(cfg: ModelConfig, dtype: torch.dtype, device: torch.device, s
         from kernelkit.quant import quantize_
 
         quantize_(model, scheme_from_config(cfg.quantization_config))
+    model.fuse()
     return model.eval()

@@ -1,5 +1,6 @@
-"""Rotary position embeddings (RoFormer, arXiv 2104.09864) with the default, linear and Llama-3 frequency
-schedules, as transformers computes them (modeling_rope_utils.py), applied in the rotate-half layout."""
+"""Rotary position embeddings (RoFormer, arXiv 2104.09864): the default, linear and Llama-3 frequency
+schedules as transformers computes them (modeling_rope_utils.py), and the cos/sin tables; the rotation itself
+is kernelkit's ``rotary`` op."""
 
 from __future__ import annotations
 
@@ -33,10 +34,3 @@ def cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype)
     freqs = positions.float()[:, None] * inv_freq.to(positions.device)[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [T, heads, head_dim] rotated by cos/sin [T, head_dim]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos[:, None, :] + rotated * sin[:, None, :]

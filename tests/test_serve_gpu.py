@@ -1,0 +1,31 @@
+"""GPU: the engine with the Triton attention backend and fused layer ops against the CPU engine (tiny random
+model, fp32, greedy), and under a small KV cache that forces preemption. Skipped without a GPU."""
+
+import pytest
+from tiny_llama import write_tiny_model
+
+from kernelkit.serve import LLM, SamplingParams
+
+pytestmark = pytest.mark.gpu
+GREEDY = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def test_gpu_engine_matches_cpu_engine(tiny):
+    prompts = [[(5 * i + j) % 280 + 2 for j in range(n)] for i, n in enumerate((70, 3, 33, 128))]
+    cpu = [o.token_ids for o in LLM(tiny, device="cpu").generate(prompts, GREEDY)]
+    gpu_llm = LLM(tiny, device="cuda", dtype="fp32", max_num_batched_tokens=64)
+    assert [o.token_ids for o in gpu_llm.generate(prompts, GREEDY)] == cpu
+    assert [o.token_ids for o in gpu_llm.generate(prompts, GREEDY)] == cpu  # prefix-cache hits
+    assert gpu_llm.engine.blocks.num_free == gpu_llm.engine.blocks.num_blocks
+
+
+def test_gpu_engine_bf16_runs_and_frees_blocks(tiny):
+    llm = LLM(tiny, device="cuda", dtype="bf16", kv_cache_memory=0, gpu_memory_utilization=0.3)
+    outs = llm.generate([[3, 4, 5]] * 8, [SamplingParams(max_tokens=16, seed=i, ignore_eos=True) for i in range(8)])
+    assert all(len(o.token_ids) == 16 for o in outs)
+    assert llm.engine.blocks.num_free == llm.engine.blocks.num_blocks
