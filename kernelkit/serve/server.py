@@ -111,29 +111,36 @@ def create_app(engine: AsyncEngine, served_model_name: str, api_key: str | None 
         return {"object": "list", "data": [{"id": served_model_name, "object": "model", "created": 0,
                                             "owned_by": "kernelkit"}]}
 
+    async def respond(req, request: Request, prompt, logprobs, default_max_tokens, kind: str, chunk, final,
+                      preamble=None):
+        """Run one request; stream SSE chunks (``chunk(base, out)``) or return the final body (``final(out)``)."""
+        ids, params = prepare(prompt, req, logprobs, default_max_tokens)
+        request_id = engine.new_request_id("chatcmpl" if kind == "chat.completion" else "cmpl")
+        base = {"id": request_id, "object": kind, "created": int(time.time()), "model": served_model_name}
+        stream = outputs(request_id, ids, params, request, req.stream)
+        if not req.stream:
+            last = await _last(stream)
+            return base | {"choices": [final(last)], "usage": _usage(last)}
+        first = await _first(stream)
+
+        async def sse():
+            if preamble is not None:
+                yield _sse(preamble(base))
+            async for out in _chain(first, stream):
+                yield _sse(chunk(base, out))
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest, request: Request):
         check_model(req.model)
-        ids, params = prepare(req.prompt, req, req.logprobs, lambda n: DEFAULT_MAX_TOKENS)
-        request_id = engine.new_request_id("cmpl")
-        base = {"id": request_id, "object": "text_completion", "created": int(time.time()),
-                "model": served_model_name}
-        stream = outputs(request_id, ids, params, request, req.stream)
-        if req.stream:
-            first = await _first(stream)
-
-            async def sse():
-                async for out in _chain(first, stream):
-                    choice = {"index": 0, "text": out.delta_text, "logprobs": None,
-                              "finish_reason": _reason(out)}
-                    yield _sse(base | {"choices": [choice]})
-                yield "data: [DONE]\n\n"
-
-            return StreamingResponse(sse(), media_type="text/event-stream")
-        final = await _last(stream)
-        choice = {"index": 0, "text": final.text, "finish_reason": _reason(final),
-                  "logprobs": _completion_logprobs(final, tokenizer) if req.logprobs is not None else None}
-        return base | {"choices": [choice], "usage": _usage(final)}
+        return await respond(
+            req, request, req.prompt, req.logprobs, lambda n: DEFAULT_MAX_TOKENS, "text_completion",
+            chunk=lambda base, out: base | {"choices": [{"index": 0, "text": out.delta_text, "logprobs": None,
+                                                         "finish_reason": _reason(out)}]},
+            final=lambda out: {"index": 0, "text": out.text, "finish_reason": _reason(out), "logprobs":
+                               _completion_logprobs(out, tokenizer) if req.logprobs is not None else None})
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatCompletionRequest, request: Request):
@@ -144,31 +151,20 @@ def create_app(engine: AsyncEngine, served_model_name: str, api_key: str | None 
             prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         except Exception as e:  # a template can reject a conversation (e.g. role order)
             raise ApiError(400, f"chat template rejected the messages: {e}", param="messages") from e
-        logprobs = (req.top_logprobs or 0) if req.logprobs else None
-        # OpenAI's default for chat: generate until the context is full.
-        ids, params = prepare(prompt, req, logprobs, lambda n: max(1, engine.engine.max_model_len - n))
-        request_id = engine.new_request_id("chatcmpl")
-        base = {"id": request_id, "object": "chat.completion", "created": int(time.time()),
-                "model": served_model_name}
-        stream = outputs(request_id, ids, params, request, req.stream)
-        if req.stream:
-            first = await _first(stream)
 
-            async def sse():
-                chunk = base | {"object": "chat.completion.chunk"}
-                yield _sse(chunk | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                                 "finish_reason": None}]})
-                async for out in _chain(first, stream):
-                    yield _sse(chunk | {"choices": [{"index": 0, "delta": {"content": out.delta_text},
-                                                     "finish_reason": _reason(out)}]})
-                yield "data: [DONE]\n\n"
+        def delta(base, content, reason=None, role=None):
+            body = {"content": content} | ({"role": role} if role else {})
+            return base | {"object": "chat.completion.chunk",
+                           "choices": [{"index": 0, "delta": body, "finish_reason": reason}]}
 
-            return StreamingResponse(sse(), media_type="text/event-stream")
-        final = await _last(stream)
-        choice = {"index": 0, "message": {"role": "assistant", "content": final.text},
-                  "finish_reason": _reason(final),
-                  "logprobs": _chat_logprobs(final, tokenizer) if req.logprobs else None}
-        return base | {"choices": [choice], "usage": _usage(final)}
+        return await respond(
+            req, request, prompt, (req.top_logprobs or 0) if req.logprobs else None,
+            lambda n: max(1, engine.engine.max_model_len - n),  # OpenAI's chat default: until the context is full
+            "chat.completion", chunk=lambda base, out: delta(base, out.delta_text, _reason(out)),
+            final=lambda out: {"index": 0, "message": {"role": "assistant", "content": out.text},
+                               "finish_reason": _reason(out),
+                               "logprobs": _chat_logprobs(out, tokenizer) if req.logprobs else None},
+            preamble=lambda base: delta(base, "", role="assistant"))
 
     return app
 
