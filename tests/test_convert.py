@@ -202,3 +202,20 @@ def test_parse_size():
 
     assert parse_size("1GB") == 10**9 and parse_size("2GiB") == 2 * 2**30 and parse_size("512") == 512
     assert convert_run.DTYPES["bf16"] is torch.bfloat16
+
+
+def test_scheme_extra_files_are_written_and_calibration_is_refused(src, tmp_path):
+    from kernelkit.quant.fp8_block.scheme import Fp8BlockScheme
+
+    class WithDescription(Fp8BlockScheme):
+        def extra_files(self):
+            return {"quant_model_description.json": json.dumps({"model_quant_type": "example"})}
+
+    out = convert(src[0], tmp_path / "dst", WithDescription(), progress=False)
+    assert json.loads((out / "quant_model_description.json").read_text()) == {"model_quant_type": "example"}
+
+    class NeedsCalibration(Fp8BlockScheme):
+        needs_calibration = True
+
+    with pytest.raises(ConvertError, match="needs calibration"):
+        convert(src[0], tmp_path / "other", NeedsCalibration(), progress=False)

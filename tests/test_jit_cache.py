@@ -149,3 +149,21 @@ def test_toolchain_memo_survives_concurrent_first_use(fresh_cache):
         versions = list(pool.map(lambda _: tvm_ffi.nvcc_version.__wrapped__(), range(8)))
     assert len(set(versions)) == 1 and versions[0].startswith("Build cuda_")
     assert (fresh_cache / "toolchains.json").is_file()
+
+
+def test_triton_cache_is_routed_per_architecture(fresh_cache, monkeypatch):
+    import triton
+
+    from kernelkit.jit.backends import get_backend
+    from kernelkit.jit.backends import triton as triton_backend
+
+    monkeypatch.setenv("TRITON_CACHE_DIR", triton.knobs.cache.dir)  # restored after the test
+    monkeypatch.setattr(triton_backend, "_routed", set())
+    monkeypatch.setattr(triton_backend, "_USER_CACHE_DIR", None)
+    get_backend("triton").route_cache(SM90A)
+    assert triton.knobs.cache.dir == str(fresh_cache / "sm_90a" / "triton")
+    get_backend("triton").route_cache(parse_target("sm_90"))
+    assert triton.knobs.cache.dir == str(fresh_cache / "sm_90" / "triton")
+    monkeypatch.setattr(triton_backend, "_USER_CACHE_DIR", "/somewhere/else")
+    get_backend("triton").route_cache(parse_target("sm_100a"))
+    assert triton.knobs.cache.dir == str(fresh_cache / "sm_90" / "triton")  # the user's own setting wins

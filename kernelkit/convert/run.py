@@ -27,13 +27,17 @@ from kernelkit.quant.scheme import DEFAULT_MODULES_TO_NOT_CONVERT, QuantScheme
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def _scheme(name: str, options: dict) -> QuantScheme | None:
+def _scheme(name: str | QuantScheme, options: dict) -> QuantScheme | None:
     if name == "none":
         return None
     try:
-        return resolve_scheme(name, **options)
+        scheme = resolve_scheme(name, **options)
     except TypeError as e:
         raise ConvertError(f"scheme {name!r} does not take these options {sorted(options)}: {e}") from e
+    if scheme.needs_calibration:
+        raise ConvertError(f"scheme {scheme.name!r} needs calibration activations, which kernelkit convert does not "
+                           "collect yet")
+    return scheme
 
 
 CHUNK_BYTES = 64 << 20  # rows read at a time when a tensor is only cast or copied
@@ -79,17 +83,18 @@ def _write_index(plan: Plan, dst: Path) -> None:
     atomic_write_text(dst / "model.safetensors.index.json", json.dumps(index, indent=2))
 
 
-def convert(src: str | Path, dst: str | Path, scheme: str = "fp8-block", *, scheme_options: dict | None = None,
-            ignore: Sequence[str] = (), dtype: str = "bf16", max_shard_size: int = 500_000_000, resume: bool = False,
-            overwrite: bool = False, dry_run: bool = False, allow_nonfinite: bool = False,
-            device: str | None = None, progress: bool = True) -> Plan | Path:
+def convert(src: str | Path, dst: str | Path, scheme: str | QuantScheme = "fp8-block", *,
+            scheme_options: dict | None = None, ignore: Sequence[str] = (), dtype: str = "bf16",
+            max_shard_size: int = 500_000_000, resume: bool = False, overwrite: bool = False, dry_run: bool = False,
+            allow_nonfinite: bool = False, device: str | None = None, progress: bool = True) -> Plan | Path:
     """Convert an HF model directory or a GGUF file into an HF-format safetensors checkpoint.
 
     Args:
         src: an HF model directory (config.json + model.safetensors or a sharded index) or a ``.gguf`` file
             (llama architecture; dequantized with the ``gguf`` package).
         dst: output directory, created by renaming a finished ``.<dst>.partial`` directory.
-        scheme: a registered quantization scheme (``kernelkit.quant.list_schemes()``) or ``"none"``.
+        scheme: a registered quantization scheme's name (``kernelkit.quant.list_schemes()``), a QuantScheme
+            instance, or ``"none"``.
         scheme_options: constructor options of the scheme, e.g. ``{"block_size": (128, 128)}``.
         ignore: regexes of module names (e.g. ``mlp\\.down_proj``) to leave unquantized; they are written into
             ``modules_to_not_convert``.
@@ -109,7 +114,8 @@ def convert(src: str | Path, dst: str | Path, scheme: str = "fp8-block", *, sche
     Raises:
         ConvertError: a corrupt or truncated source file, a missing shard, a shape that disagrees with
             config.json, NaN/Inf weights, an already-quantized input, an unsupported GGUF architecture, an
-            existing ``dst`` without ``overwrite``, or bad scheme options. Nothing is written to ``dst`` then.
+            existing ``dst`` without ``overwrite``, bad scheme options, or a scheme that needs calibration.
+            Nothing is written to ``dst`` then.
         SchemeError: unknown or broken scheme.
     """
     src, dst = Path(src), Path(dst)
@@ -138,6 +144,8 @@ def convert(src: str | Path, dst: str | Path, scheme: str = "fp8-block", *, sche
     if len(plan.shards) > 1:
         _write_index(plan, partial.path)
     _write_config(source.config, quant, out_dtype, partial.path)
+    for name, text in (quant.extra_files() if quant is not None else {}).items():
+        atomic_write_text(partial.path / name, text)
     source.copy_side_files(partial.path)
     return partial.publish(overwrite)
 

@@ -23,7 +23,3 @@ class CompileError(JitError):
 
 class JitDisabled(JitError):
     """``KERNELKIT_DISABLE_JIT=1`` is set and a kernel is not in the cache."""
-
-
-class CorruptEntry(JitError):
-    """A cache entry failed its checksum; it is moved aside and rebuilt."""

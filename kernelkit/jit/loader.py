@@ -17,6 +17,7 @@ from typing import Any
 from kernelkit.jit import cache
 from kernelkit.jit.arch import Target, current_target
 from kernelkit.jit.backends import get_backend
+from kernelkit.jit.backends.base import CachedBackend
 from kernelkit.jit.errors import BackendUnavailable, JitDisabled
 from kernelkit.jit.key import make_key
 from kernelkit.jit.spec import KernelSpec
@@ -34,7 +35,7 @@ def jit_disabled() -> bool:
 
 def entry_for(spec: KernelSpec, target: Target) -> cache.EntryRef:
     """The cache entry a spec maps to on ``target``. Raises BackendUnavailable."""
-    backend = get_backend(spec.backend)
+    backend: CachedBackend = get_backend(spec.backend)
     reason = backend.unavailable_reason()
     if reason:
         raise BackendUnavailable(f"{spec.backend} backend unavailable for {spec.label}: {reason}")

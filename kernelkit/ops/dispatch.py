@@ -11,8 +11,11 @@ wants to know.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import logging
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from kernelkit.jit import BackendUnavailable, CompileError, JitDisabled
@@ -42,11 +45,24 @@ def run_first(op: str, impls: Sequence[Impl], *args: Any) -> Any:
     raise RuntimeError(f"no implementation of {op} can take these arguments")
 
 
-def broken_impls() -> dict[tuple[str, str], str]:
-    """(op, implementation) -> why it fell back, for ``kernelkit info``."""
-    return dict(_broken)
-
-
 def last_used() -> dict[str, str]:
     """op -> the implementation that ran its last CUDA call in this process."""
     return dict(_last_used)
+
+
+@functools.cache
+def triton_impl(module: str) -> ModuleType:
+    """Import a module of Triton kernels, first routing Triton's cache into kernelkit's per-architecture tree
+    when a GPU is present. Raises BackendUnavailable if triton cannot be imported."""
+    import torch
+
+    from kernelkit.jit.arch import current_target
+    from kernelkit.jit.backends import get_backend
+
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as e:
+        raise BackendUnavailable(f"triton is not importable: {e}") from e
+    if torch.cuda.is_available():
+        get_backend("triton").route_cache(current_target())
+    return loaded

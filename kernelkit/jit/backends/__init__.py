@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from kernelkit.jit.backends.base import Backend
 from kernelkit.jit.backends.cute import CuteBackend
 from kernelkit.jit.backends.nvrtc import NvrtcBackend
 from kernelkit.jit.backends.triton import TritonBackend
@@ -10,14 +11,9 @@ from kernelkit.jit.backends.tvm_ffi import TvmFfiBackend
 BACKENDS = {b.name: b for b in (TvmFfiBackend(), NvrtcBackend(), CuteBackend(), TritonBackend())}
 
 
-def get_backend(name: str):
+def get_backend(name: str) -> Backend:
     """The backend called ``name``. Raises KeyError naming the known backends."""
     try:
         return BACKENDS[name]
     except KeyError:
         raise KeyError(f"unknown JIT backend {name!r}; known: {sorted(BACKENDS)}") from None
-
-
-def availability() -> dict[str, str | None]:
-    """Each backend's name -> None if usable here, else the reason it is not."""
-    return {name: b.unavailable_reason() for name, b in BACKENDS.items()}

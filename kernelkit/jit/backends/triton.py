@@ -11,6 +11,9 @@ import os
 from kernelkit.jit.arch import Target
 
 _routed: set[str] = set()
+# Triton's knobs are backed by environment variables (setting the cache dir sets TRITON_CACHE_DIR), so the
+# user's own choice is read once, before kernelkit touches it.
+_USER_CACHE_DIR = os.environ.get("TRITON_CACHE_DIR")
 
 
 class TritonBackend:
@@ -32,7 +35,7 @@ class TritonBackend:
 
     def route_cache(self, target: Target) -> None:
         """Point Triton's cache at ``<cache root>/<target>/triton`` (once; ``TRITON_CACHE_DIR`` wins)."""
-        if target.name in _routed or os.environ.get("TRITON_CACHE_DIR"):
+        if target.name in _routed or _USER_CACHE_DIR:
             return
         import triton
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from kernelkit.jit import BackendUnavailable
-from kernelkit.ops.dispatch import run_first
+from kernelkit.ops.dispatch import run_first, triton_impl
 from kernelkit.ops.gemm import configs, reference
 
 OUTPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -21,13 +20,10 @@ def _ref(a, b, a_scales, b_scales, block_size, out):
 
 
 def _triton(a, b, a_scales, b_scales, block_size, out):
-    try:
-        from kernelkit.ops.gemm import triton_impl
-    except ImportError as e:
-        raise BackendUnavailable(f"triton is not importable: {e}") from e
     m, n, k = a.shape[0], b.shape[0], a.shape[1]
     config = configs.get_config(m, n, k, torch.cuda.get_device_name(a.device), block_size)
-    triton_impl.w8a8_block_fp8_matmul(a, b, a_scales, b_scales, block_size, out, config)
+    triton_impl("kernelkit.ops.gemm.triton_impl").w8a8_block_fp8_matmul(a, b, a_scales, b_scales, block_size, out,
+                                                                        config)
 
 
 def _never(*args) -> None:

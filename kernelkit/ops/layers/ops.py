@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import torch
 
-from kernelkit.jit import BackendUnavailable
-from kernelkit.ops.dispatch import run_first
+from kernelkit.ops.dispatch import run_first, triton_impl
 from kernelkit.ops.layers import reference
 
 
 def _triton():
-    try:
-        from kernelkit.ops.layers import triton_impl
-    except ImportError as e:
-        raise BackendUnavailable(f"triton is not importable: {e}") from e
-    return triton_impl
+    return triton_impl("kernelkit.ops.layers.triton_impl")
 
 
 def _never(*args) -> None:

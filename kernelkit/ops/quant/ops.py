@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from kernelkit.jit import BackendUnavailable
-from kernelkit.ops.dispatch import run_first
+from kernelkit.ops.dispatch import run_first, triton_impl
 from kernelkit.ops.quant import layouts, reference
 from kernelkit.ops.quant.layouts import GROUP_SIZES
 
@@ -24,11 +23,7 @@ TRITON_MAX_GROUP = 16384  # one program holds a whole group in registers
 
 
 def _triton():
-    try:
-        from kernelkit.ops.quant import triton_impl
-    except ImportError as e:
-        raise BackendUnavailable(f"triton is not importable: {e}") from e
-    return triton_impl
+    return triton_impl("kernelkit.ops.quant.triton_impl")
 
 
 def _cuda():
