@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build, check and time kernelkit on a GPU machine (through the device tool), in one call.
-#   scripts/gpu_check.sh tests   - GPU test suite (every kernel vs its torch reference), SASS checks
+#   scripts/gpu_check.sh tests   - the tests that exercise the GPU (every kernel vs its torch reference, the engine
+#                                  with its Triton kernels), SASS checks. TESTS=... and PYTEST_K=... narrow it.
 #   scripts/gpu_check.sh bench   - benches/ (quantizers, GEMM, JIT compile/load); tables under $OUT
 #   scripts/gpu_check.sh tune    - tune the Triton block-FP8 GEMM; configs under $OUT (commit them)
 # Carry .whl and .whl-cute (../shared/device/fetch-wheels.sh fetches them). Logs and tables go to $OUT.
@@ -64,7 +65,9 @@ case "$mode" in
     cp kernelkit/ops/gemm/configs/*.json "$OUT"/ 2>/dev/null ;;
   tests)
     prebuild 2>&1 | tail -n 1
-    python3 -m pytest ${TESTS:-tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 --timeout=90 ${PYTEST_V:-} -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
+    gpu_tests="tests/test_quant_gpu.py tests/test_gemm_gpu.py tests/test_serve_gpu.py tests/test_quant_triton.py
+      tests/test_layer_ops.py tests/test_serve_attention.py tests/test_gemm.py"
+    python3 -m pytest ${TESTS:-$gpu_tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 --timeout=90 ${PYTEST_V:-} -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
     sass_check ;;
   bench)
     torch_cuda_vs_cpu 2>&1 | tee "$OUT/torch_cuda_vs_cpu.txt"
