@@ -4,17 +4,25 @@
   ignore_eos, on SmolLM2-shaped and Llama-3-8B-shaped random weights (bf16 and fp8-block): output tokens/s;
 - transformers on the same GPU and weights, same run: static-batch ``generate`` and, when the installed
   version has it, ``generate_batch`` (continuous batching), on a smaller workload both sides also run;
-- decode step time at batch 1 against weight bytes / measured copy bandwidth.
+- decode step time at batch 1 against weight bytes / measured copy bandwidth;
+- online: ``kernelkit serve`` on SmolLM2-shaped random weights under Poisson load at several rates
+  (serve_load.py): TTFT, TPOT and ITL p50/p99, output tokens/s.
 Run: ``pytest benches/bench_serve.py`` on a GPU; tables land in $KERNELKIT_BENCH_OUT.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
+import socket
+import subprocess
+import sys
 import time
 
+import httpx
 import pytest
 import torch
+from serve_load import make_workload, run_load, table_row
 from serve_models import LLAMA3_8B, SMOLLM2, make_model_dir
 from timing import copy_bandwidth_gbs
 
@@ -88,7 +96,11 @@ def bench_decode_step_batch1(record, tmp_path, fp8):
     model = make_model_dir(tmp_path / "llama3-8b", LLAMA3_8B, fp8)
     llm = LLM(str(model), load_format="dummy")
     engine = llm.engine
-    weight_bytes = sum(p.numel() * p.element_size() for p in engine.model.parameters())
+    # bytes one decode step must read: every parameter once, except an untied embedding (one row is gathered);
+    # parameters() yields a tied embedding once, and lm_head reads all of it
+    embed = engine.model.model.embed_tokens.weight
+    weight_bytes = sum(p.numel() * p.element_size() for p in engine.model.parameters()
+                       if p is not embed or engine.model.lm_head.weight is embed)
     engine.add_request("decode", list(range(100, 228)), SamplingParams(temperature=0, max_tokens=160, ignore_eos=True))
     steps = []
     while engine.has_unfinished():
@@ -102,3 +114,32 @@ def bench_decode_step_batch1(record, tmp_path, fp8):
     record("serve_decode_batch1", {"model": "llama3-8b " + ("fp8-block" if fp8 else "bf16"),
                                    "weight GB": f"{weight_bytes / 1e9:.2f}", "decode step ms": f"{decode * 1e3:.2f}",
                                    "floor ms": f"{floor * 1e3:.2f}", "ratio": f"{decode / floor:.2f}x"})
+
+
+@pytest.mark.parametrize("shape, fp8", [("smollm2", False), ("llama3-8b", True)])
+def bench_online_load(record, tmp_path, shape, fp8):
+    config = {"smollm2": SMOLLM2, "llama3-8b": LLAMA3_8B}[shape]
+    model = make_model_dir(tmp_path / shape, config, fp8)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "kernelkit", "serve", "--model", str(model), "--port", str(port),
+                               "--load-format", "dummy", "--served-model-name", shape, "--max-num-seqs", "256",
+                               "--max-num-batched-tokens", "8192", "--max-pending", "1024"])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+            assert server.poll() is None, "kernelkit serve exited"
+        asyncio.run(run_load(url, shape, make_workload(8, float("inf"), config["vocab_size"], (16, 16), (8, 8))))
+        for rate in (4.0, 16.0, 64.0, float("inf")):
+            workload = make_workload(200, rate, config["vocab_size"], (100, 1024), (100, 512), seed=1)
+            metrics = asyncio.run(run_load(url, shape, workload))
+            record("serve_online", {"model": shape + (" fp8-block" if fp8 else " bf16")} | table_row(rate, metrics))
+    finally:
+        server.terminate()
+        server.wait(timeout=120)

@@ -2,15 +2,19 @@
 # Build, check and time kernelkit on a GPU machine (through the device tool), in one call.
 #   scripts/gpu_check.sh tests   - the tests that exercise the GPU (every kernel vs its torch reference, the engine
 #                                  with its Triton kernels), SASS checks. TESTS=... and PYTEST_K=... narrow it.
-#   scripts/gpu_check.sh bench   - benches/ (quantizers, GEMM, JIT compile/load); tables under $OUT
+#   scripts/gpu_check.sh bench   - benches/ (quantizers, GEMM, JIT compile/load, serving); tables under $OUT
+#                                  BENCHES=benches/bench_serve.py narrows it.
 #   scripts/gpu_check.sh tune    - tune the Triton block-FP8 GEMM; configs under $OUT (commit them)
-# Carry .whl and .whl-cute (../shared/device/fetch-wheels.sh fetches them). Logs and tables go to $OUT.
+# Carry .whl and .whl-cute (../shared/device/fetch-wheels.sh fetches them); for the serving benches carry .whl and
+# .whl-serve instead (scripts/fetch_serve_wheels.sh; .whl-cute does not fit beside it in 64 MiB).
+# Logs and tables go to $OUT.
 set -uo pipefail
 mode=${1:-tests}
 OUT=${OUT:-/tmp/kk-out}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl .whl-cute/*.whl \
-  2>&1 | grep -v WARNING
+shopt -s nullglob
+wheels=(.whl/*.whl .whl-cute/*.whl .whl-serve/*.whl)
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${wheels[@]}" 2>&1 | grep -v WARNING
 export PYTHONPATH="$PWD/scripts/gpu:$PWD" PYTHONUNBUFFERED=1
 export KERNELKIT_CACHE_DIR=/tmp/kk-cache KERNELKIT_MAX_JOBS=16 KERNELKIT_BENCH_OUT="$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader

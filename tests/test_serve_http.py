@@ -6,39 +6,15 @@ an in-flight stream finish. After every misbehaving client the server still answ
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import httpx
 import openai
 import pytest
+from serve_process import start_server
 from tiny_llama import write_tiny_model
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(model, *args):
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kernelkit", "serve", "--model", str(model), "--port", str(port),
-                             *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.5)
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read())
-    raise RuntimeError("server did not start")
 
 
 def _metric(url: str, name: str) -> float:
@@ -51,7 +27,7 @@ def _metric(url: str, name: str) -> float:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     model = write_tiny_model(tmp_path_factory.mktemp("tiny"))
-    proc, url = _start(model, "--served-model-name", "tiny", "--max-pending", "8")
+    proc, url = start_server(model, "--served-model-name", "tiny", "--max-pending", "8")
     yield url
     proc.terminate()
     proc.wait(timeout=60)
@@ -71,6 +47,10 @@ def test_openai_client_chat_and_completions(server):
     streamed = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}],
                                               max_tokens=8, temperature=0, seed=1, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == chat.choices[0].message.content
+    *_, usage = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}],
+                                               max_tokens=8, temperature=0, seed=1, stream=True,
+                                               stream_options={"include_usage": True})
+    assert usage.choices == [] and usage.usage.completion_tokens == chat.usage.completion_tokens
     done = client.completions.create(model="tiny", prompt="the quick brown", max_tokens=6, temperature=0,
                                      logprobs=2)
     assert done.usage.completion_tokens == len(done.choices[0].logprobs.token_logprobs)
@@ -121,7 +101,7 @@ def test_disconnect_mid_stream_aborts_and_frees_blocks(server):
 
 def test_queue_full_api_key_and_sigterm_drain(tmp_path):
     model = write_tiny_model(tmp_path / "tiny")
-    proc, url = _start(model, "--max-pending", "1", "--api-key", "s3cret")
+    proc, url = start_server(model, "--max-pending", "1", "--api-key", "s3cret")
     try:
         assert httpx.get(f"{url}/v1/models").status_code == 401
         assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -21,6 +21,8 @@ def _engine_options(f):
         click.option("--kv-cache-memory", default=1 << 30, show_default=True, help="KV-cache bytes on CPU"),
         click.option("--gpu-memory-utilization", default=0.85, show_default=True),
         click.option("--no-prefix-caching", is_flag=True),
+        click.option("--load-format", default="auto", type=click.Choice(["auto", "dummy"]), show_default=True,
+                     help="dummy: random weights of the config's shapes (benchmarks)"),
     ]
     for option in reversed(options):
         f = option(f)
@@ -28,11 +30,11 @@ def _engine_options(f):
 
 
 def _config(model, dtype, device, max_num_seqs, max_num_batched_tokens, max_model_len, kv_cache_memory,
-            gpu_memory_utilization, no_prefix_caching) -> EngineConfig:
+            gpu_memory_utilization, no_prefix_caching, load_format) -> EngineConfig:
     return EngineConfig(model=model, dtype=dtype, device=device, max_num_seqs=max_num_seqs,
                         max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
                         kv_cache_memory=kv_cache_memory, gpu_memory_utilization=gpu_memory_utilization,
-                        enable_prefix_caching=not no_prefix_caching)
+                        enable_prefix_caching=not no_prefix_caching, load_format=load_format)
 
 
 @click.command("serve")

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kernelkit.serve.sampling import SamplingParams
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -25,6 +29,7 @@ class _Common(BaseModel):
     ignore_eos: bool = False
     seed: int | None = None
     stream: bool = False
+    stream_options: StreamOptions | None = None  # include_usage: a last chunk with usage and no choices
     n: int = 1
     user: str | None = None
 

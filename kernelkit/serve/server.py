@@ -126,8 +126,12 @@ def create_app(engine: AsyncEngine, served_model_name: str, api_key: str | None 
         async def sse():
             if preamble is not None:
                 yield _sse(preamble(base))
-            async for out in _chain(first, stream):
-                yield _sse(chunk(base, out))
+            last = None
+            async for last in _chain(first, stream):
+                yield _sse(chunk(base, last))
+            if req.stream_options is not None and req.stream_options.include_usage and last is not None:
+                yield _sse(base | {"object": f"{kind}.chunk" if kind == "chat.completion" else kind, "choices": [],
+                                   "usage": _usage(last)})
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(sse(), media_type="text/event-stream")
