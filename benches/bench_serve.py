@@ -91,10 +91,10 @@ def bench_against_transformers(record, tmp_path):
     record("serve_vs_transformers", row)
 
 
-@pytest.mark.parametrize("fp8", [False, True])
-def bench_decode_step_batch1(record, tmp_path, fp8):
+@pytest.mark.parametrize("fp8, eager", [(False, False), (False, True), (True, False), (True, True)])
+def bench_decode_step_batch1(record, tmp_path, fp8, eager):
     model = make_model_dir(tmp_path / "llama3-8b", LLAMA3_8B, fp8)
-    llm = LLM(str(model), load_format="dummy")
+    llm = LLM(str(model), load_format="dummy", enforce_eager=eager, max_num_seqs=8)
     engine = llm.engine
     # bytes one decode step must read: every parameter once, except an untied embedding (one row is gathered);
     # parameters() yields a tied embedding once, and lm_head reads all of it
@@ -112,6 +112,7 @@ def bench_decode_step_batch1(record, tmp_path, fp8):
     decode = sorted(steps[32:])[len(steps[32:]) // 2]
     floor = weight_bytes / (copy_bandwidth_gbs() * 1e9 / 2)  # a copy reads and writes; weights are only read
     record("serve_decode_batch1", {"model": "llama3-8b " + ("fp8-block" if fp8 else "bf16"),
+                                   "mode": "eager" if eager else "CUDA graphs",
                                    "weight GB": f"{weight_bytes / 1e9:.2f}", "decode step ms": f"{decode * 1e3:.2f}",
                                    "floor ms": f"{floor * 1e3:.2f}", "ratio": f"{decode / floor:.2f}x"})
 
@@ -143,3 +144,56 @@ def bench_online_load(record, tmp_path, shape, fp8):
     finally:
         server.terminate()
         server.wait(timeout=120)
+
+
+def bench_step_host_overhead(record, tmp_path):
+    """Where a step's time goes in the offline run (SmolLM2 shapes, 256 requests): host phases (scheduling,
+    building inputs, detokenizing and stop checks) against the forward and sampling, which end in a device
+    synchronization here so that each phase is timed alone."""
+    from kernelkit.serve import engine as engine_module
+    from kernelkit.serve import runner as runner_module
+
+    model = make_model_dir(tmp_path / "smollm2", SMOLLM2)
+    llm = LLM(str(model), load_format="dummy", max_num_seqs=256, max_num_batched_tokens=8192)
+    prompts, params = _workload(256, SMOLLM2["vocab_size"], 100, 1024, 100, 1024)
+    llm.generate(prompts[:2], [SamplingParams(max_tokens=8)] * 2)
+    spent: dict[str, float] = {}
+
+    def timed(owner, name, sync=False):
+        f = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = f(*args, **kwargs)
+            if sync:
+                torch.cuda.synchronize()
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t0
+            return out
+
+        setattr(owner, name, wrapper)
+
+    engine = llm.engine
+    timed(engine.scheduler, "schedule")
+    timed(runner_module, "host_inputs")
+    timed(engine.runner, "run", sync=True)
+    timed(engine_module, "sample", sync=True)
+    timed(engine, "_advance")
+    steps = 0
+    step = engine.step
+
+    def counted():
+        nonlocal steps
+        steps += 1
+        return step()
+
+    engine.step = counted
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    llm.generate(prompts, params)
+    total = time.perf_counter() - t0
+    host = spent["schedule"] + spent["host_inputs"] + spent["_advance"]
+    ms = lambda x: f"{1e3 * x / steps:.3f}"  # noqa: E731
+    record("serve_step_overhead", {"steps": steps, "step ms": ms(total), "schedule ms": ms(spent["schedule"]),
+                                   "inputs (host) ms": ms(spent["host_inputs"]),
+                                   "forward incl. inputs ms": ms(spent["run"]), "sample ms": ms(spent["sample"]),
+                                   "detokenize+stop ms": ms(spent["_advance"]), "host share": f"{host / total:.0%}"})

@@ -76,6 +76,18 @@ def test_sampler_filters_and_seeds():
     assert a == b  # the same seeded draws whatever else is in the batch
 
 
+def test_unfiltered_rows_do_not_depend_on_filtering_neighbours():
+    from kernelkit.serve.sampling import _filtered_probs
+
+    logits = torch.randn(6, 3000, generator=torch.Generator().manual_seed(0)) * 4
+    plain = [SamplingParams(temperature=0.7)] * 6
+    mixed = plain[:5] + [SamplingParams(temperature=0.7, top_p=0.8, top_k=50)]
+    alone, beside = _filtered_probs(logits, plain), _filtered_probs(logits, mixed)
+    assert torch.equal(alone[:5], beside[:5])  # bit for bit: the same seeded draw either way
+    assert (alone > 0).all()  # top_p = 1 keeps the tail, even where the cumulative sum rounds past 1
+    assert 0 < (beside[5] > 0).sum() <= 50
+
+
 @pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(max_tokens=0),
                                  dict(min_p=2), dict(logprobs=50), dict(top_k=-2)])
 def test_sampling_params_validation(bad):
@@ -180,3 +192,41 @@ def test_triton_attention_backend_gives_the_same_tokens(tiny):
     triton_llm = LLM(tiny, attention_backend="triton", **options)
     assert [o.token_ids for o in triton_llm.generate(prompts, GREEDY)] == torch_tokens
     assert [o.token_ids for o in triton_llm.generate(prompts, GREEDY)] == torch_tokens  # prefix-cache hits
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_decode_through_padded_graph_buffers_gives_the_same_tokens(tiny, backend):
+    """The CUDA-graph decode path without the capture (DecodeGraphs replays eagerly here): static buffers, batches
+    padded up the size ladder into the scratch block, larger batches falling back to eager steps. Tokens must equal
+    the plain engine's, sampled ones included."""
+    from kernelkit.serve.runner import ModelRunner
+
+    g = random.Random(2)
+    prompts = [[g.randrange(2, 290) for _ in range(n)] for n in (9, 30, 3, 17, 12, 5, 24, 2, 40, 7, 11)]
+    params = [SamplingParams(temperature=0, max_tokens=6 + i, ignore_eos=True) if i % 3 else
+              SamplingParams(temperature=0.9, top_k=20, max_tokens=6 + i, seed=i, ignore_eos=True)
+              for i in range(len(prompts))]
+    small = dict(max_num_batched_tokens=64, kv_cache_memory=24 * 2 * 2 * 16 * 64 * 4)  # 24 blocks: all get reused
+    expected = [o.token_ids for o in LLM(tiny, **small).generate(prompts, params)]
+    llm = LLM(tiny, attention_backend=backend, **small)
+    e = llm.engine
+    assert e.blocks.num_blocks == 24
+    e.runner = ModelRunner(e.model, e.blocks.num_blocks, e.config.block_size, torch.float32, e.device,
+                           e.runner.backend, [1, 2, 4, 8], e.max_model_len)
+    graphs, sizes = e.runner.graphs, []
+    replay = graphs.run
+    scratch = set(range(graphs.scratch_slot, graphs.scratch_slot + e.config.block_size))
+
+    def spy(ids, positions, slots, *rest):
+        before = [c.clone() for c in e.runner.kv_caches]
+        hidden = replay(ids, positions, slots, *rest)
+        for old, new in zip(before, e.runner.kv_caches, strict=True):  # padding rows write the scratch block only
+            changed = (old != new).flatten(3).any(-1).any(0).flatten().nonzero().flatten().tolist()
+            assert set(changed) <= set(slots) | scratch
+        sizes.append(len(ids))
+        return hidden
+
+    graphs.run = spy
+    assert [o.token_ids for o in llm.generate(prompts, params)] == expected
+    assert {3, 5, 6, 7} & set(sizes) and max(sizes) <= 8  # padded batches ran; 9+ decode rows stayed eager
+    assert e.blocks.num_free == e.blocks.num_blocks

@@ -29,3 +29,22 @@ def test_gpu_engine_bf16_runs_and_frees_blocks(tiny):
     outs = llm.generate([[3, 4, 5]] * 8, [SamplingParams(max_tokens=16, seed=i, ignore_eos=True) for i in range(8)])
     assert all(len(o.token_ids) == 16 for o in outs)
     assert llm.engine.blocks.num_free == llm.engine.blocks.num_blocks
+
+
+def test_cuda_graph_decode_matches_eager(tiny):
+    """Decode steps replay captured graphs (sizes 1..16 here, padded), prefill stays eager; tokens equal
+    enforce_eager's, and the graphs were really captured and used."""
+    prompts = [[(3 * i + j) % 280 + 2 for j in range(5 + 7 * i)] for i in range(13)]
+    params = [SamplingParams(temperature=0.8 if i % 2 else 0, seed=i, max_tokens=10 + i, ignore_eos=True)
+              for i in range(13)]
+    eager = LLM(tiny, device="cuda", dtype="fp32", enforce_eager=True, max_num_seqs=16)
+    assert eager.engine.runner.graphs is None
+    expected = [o.token_ids for o in eager.generate(prompts, params)]
+    llm = LLM(tiny, device="cuda", dtype="fp32", max_num_seqs=16)
+    graphs = llm.engine.runner.graphs
+    assert sorted(graphs.graphs) == [1, 2, 4, 8, 16]
+    sizes, replay = [], graphs.run
+    graphs.run = lambda ids, *rest: sizes.append(len(ids)) or replay(ids, *rest)
+    assert [o.token_ids for o in llm.generate(prompts, params)] == expected
+    assert 13 in sizes and 1 in sizes
+    assert llm.engine.blocks.num_free == llm.engine.blocks.num_blocks

@@ -102,3 +102,20 @@ def test_fp8_block_serves_coherent_text_close_to_a_dequantized_reference(smollm2
 
 def test_scheduled_batch_helper():
     assert ScheduledBatch([], []).num_tokens == 0
+
+
+def test_incremental_detokenizer_on_the_real_tokenizer(fp32_llm):
+    """Byte-level BPE with multi-byte characters split across tokens (CJK, emoji, accents) and leading spaces:
+    the streamed pieces join to exactly the full decode of the generated ids."""
+    from kernelkit.serve.detokenizer import IncrementalDetokenizer
+
+    tok = fp32_llm.engine.tokenizer
+    ids = tok.encode("User: héllo wörld, 日本語のテキスト 🎉🎉 naïve café!\n  indented\tcode() -> ok")
+    for cut in range(1, 12):
+        detok = IncrementalDetokenizer(tok, ids[:cut], stop=[])
+        pieces = [detok.add(t)[0] for t in ids[cut:]]
+        # a cut inside a character: the prompt's tokens after its last clean boundary come out with the output
+        clean = max(j for j in range(cut + 1) if not tok.decode(ids[:j]).endswith("\ufffd"))
+        assert "".join(pieces) == tok.decode(ids)[len(tok.decode(ids[:clean])):], cut
+    with pytest.raises(ValueError, match="slow tokenizer"):
+        IncrementalDetokenizer(type("SlowTokenizer", (), {"is_fast": False})(), ids, stop=[])

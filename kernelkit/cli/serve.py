@@ -23,6 +23,7 @@ def _engine_options(f):
         click.option("--no-prefix-caching", is_flag=True),
         click.option("--load-format", default="auto", type=click.Choice(["auto", "dummy"]), show_default=True,
                      help="dummy: random weights of the config's shapes (benchmarks)"),
+        click.option("--enforce-eager", is_flag=True, help="no CUDA graphs for decode steps"),
     ]
     for option in reversed(options):
         f = option(f)
@@ -30,11 +31,12 @@ def _engine_options(f):
 
 
 def _config(model, dtype, device, max_num_seqs, max_num_batched_tokens, max_model_len, kv_cache_memory,
-            gpu_memory_utilization, no_prefix_caching, load_format) -> EngineConfig:
+            gpu_memory_utilization, no_prefix_caching, load_format, enforce_eager) -> EngineConfig:
     return EngineConfig(model=model, dtype=dtype, device=device, max_num_seqs=max_num_seqs,
                         max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
                         kv_cache_memory=kv_cache_memory, gpu_memory_utilization=gpu_memory_utilization,
-                        enable_prefix_caching=not no_prefix_caching, load_format=load_format)
+                        enable_prefix_caching=not no_prefix_caching, load_format=load_format,
+                        enforce_eager=enforce_eager)
 
 
 @click.command("serve")

@@ -20,6 +20,8 @@ class EngineConfig:
         enable_prefix_caching: share KV blocks of identical prompt prefixes.
         seed: seed of requests that bring none.
         attention_backend: ``auto`` (Triton on GPU, torch on CPU), ``torch`` or ``triton``.
+        enforce_eager: never use CUDA graphs. Otherwise, on a GPU with a capturable attention backend, decode
+            steps of up to ``min(max_num_seqs, 512)`` sequences replay CUDA graphs captured at start-up.
         load_format: ``auto`` (the checkpoint's safetensors) or ``dummy`` (random weights of the shapes in
             config.json, quantized by its quantization_config if any: for benchmarks, as vLLM's dummy format).
     """
@@ -37,3 +39,4 @@ class EngineConfig:
     seed: int = 0
     load_format: str = "auto"
     attention_backend: str = "auto"
+    enforce_eager: bool = False

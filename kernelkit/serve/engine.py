@@ -16,6 +16,7 @@ import torch
 from kernelkit.serve.attention.torch_backend import TorchPagedAttention
 from kernelkit.serve.block_manager import BlockManager
 from kernelkit.serve.config import EngineConfig
+from kernelkit.serve.cuda_graph import graph_batch_sizes
 from kernelkit.serve.detokenizer import IncrementalDetokenizer
 from kernelkit.serve.model.loader import load_model
 from kernelkit.serve.runner import ModelRunner, kv_bytes_per_block
@@ -32,17 +33,35 @@ class RequestError(ValueError):
 
 @dataclass
 class RequestOutput:
-    """A request's state after a step: the whole text so far and what this step added."""
+    """A request's state after a step: the whole text so far and what this step added.
+
+    ``prompt_token_ids`` and ``token_ids`` (generated so far) are sliced from the sequence's append-only token
+    list when read, so building an output each step copies nothing.
+    """
 
     request_id: str
-    prompt_token_ids: list[int]
     text: str
-    token_ids: list[int]
-    delta_text: str = ""
-    delta_token_ids: list[int] = field(default_factory=list)
-    finished: bool = False
-    finish_reason: str | None = None
-    logprobs: list | None = None
+    delta_text: str
+    delta_token_ids: list[int]
+    finished: bool
+    finish_reason: str | None
+    _tokens: list[int] = field(repr=False)
+    _num_prompt_tokens: int = field(repr=False)
+    _num_tokens: int = field(repr=False)
+    _logprobs: list | None = field(default=None, repr=False)
+
+    @property
+    def prompt_token_ids(self) -> list[int]:
+        return self._tokens[:self._num_prompt_tokens]
+
+    @property
+    def token_ids(self) -> list[int]:
+        return self._tokens[self._num_prompt_tokens:self._num_tokens]
+
+    @property
+    def logprobs(self) -> list | None:
+        """Per generated token: (token, logprob, top [(token, logprob)]), if the request asked for logprobs."""
+        return None if self._logprobs is None else self._logprobs[:self._num_tokens - self._num_prompt_tokens]
 
 
 class LLMEngine:
@@ -56,10 +75,14 @@ class LLMEngine:
         self.model = load_model(config.model, dtype, self.device, config.load_format)
         cfg = self.model.config
         self.max_model_len = config.max_model_len or min(cfg.max_position_embeddings, 8192)
-        num_blocks = self._num_blocks(dtype)
+        backend = self._backend()
+        graphs = self.device.type == "cuda" and backend.capturable and not config.enforce_eager
+        num_blocks = max(1, self._num_blocks(dtype) - int(graphs))  # graphs' padding rows own a scratch block
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
-        self.runner = ModelRunner(self.model, num_blocks, config.block_size, dtype, self.device, self._backend())
+        self.runner = ModelRunner(self.model, num_blocks, config.block_size, dtype, self.device, backend,
+                                  graph_batch_sizes(min(config.max_num_seqs, 512)) if graphs else [],
+                                  self.max_model_len)
         self.eos_token_ids = set(cfg.eos_token_ids) | self._generation_eos()
         self.generator = torch.Generator().manual_seed(config.seed)
         self.requests: dict[str, tuple[Sequence, IncrementalDetokenizer]] = {}
@@ -163,11 +186,11 @@ class LLMEngine:
         params = seq.params
         if stopped or (token in self.eos_token_ids and not params.ignore_eos) or token in params.stop_token_ids:
             self._retire(seq, "stop")
-        elif len(seq.output_token_ids) >= params.max_tokens or seq.num_tokens >= self.max_model_len:
+        elif seq.num_tokens - seq.num_prompt_tokens >= params.max_tokens or seq.num_tokens >= self.max_model_len:
             self._retire(seq, "length")
-        return RequestOutput(seq.request_id, seq.token_ids[:seq.num_prompt_tokens], detok.text,
-                             list(seq.output_token_ids), delta, [token], seq.status is Status.FINISHED,
-                             seq.finish_reason, seq.logprobs if params.logprobs is not None else None)
+        return RequestOutput(seq.request_id, detok.text, delta, [token], seq.status is Status.FINISHED,
+                             seq.finish_reason, seq.token_ids, seq.num_prompt_tokens, seq.num_tokens,
+                             seq.logprobs if params.logprobs is not None else None)
 
     def _retire(self, seq: Sequence, reason: str) -> None:
         self.scheduler.finish(seq, reason)

@@ -1,14 +1,18 @@
 """Turns a scheduled batch into model inputs, runs the forward step and returns logits of the rows to sample.
 
 Rows: each sequence's new tokens, flattened. A sequence is sampled when its chunk reaches the end of its known
-tokens (a finished prefill, or a decode step); a partial prefill chunk only fills the cache.
+tokens (a finished prefill, or a decode step); a partial prefill chunk only fills the cache. Steps in which
+every sequence feeds one token go through CUDA graphs when the runner has them (:mod:`cuda_graph`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from kernelkit.serve.attention.backend import AttentionBackend, AttentionMetadata
+from kernelkit.serve.cuda_graph import DecodeGraphs
 from kernelkit.serve.model.llama import LlamaForCausalLM
 from kernelkit.serve.scheduler import ScheduledBatch
 
@@ -18,39 +22,73 @@ def kv_bytes_per_block(model: LlamaForCausalLM, block_size: int, dtype: torch.dt
     return cfg.num_layers * 2 * block_size * cfg.num_kv_heads * cfg.head_dim * dtype.itemsize
 
 
+@dataclass
+class HostInputs:
+    """A step's inputs as host lists: T rows of new tokens, B sequences."""
+
+    input_ids: list[int]  # [T]
+    positions: list[int]  # [T]
+    slot_mapping: list[int]  # [T]
+    query_start_loc: list[int]  # [B + 1]
+    context_lens: list[int]  # [B]
+    block_tables: list[list[int]]  # B rows of block ids (unpadded)
+    sample_rows: list[int]  # [B], the row each sequence samples from, or -1
+
+
+def host_inputs(batch: ScheduledBatch, block_size: int) -> HostInputs:
+    ids, positions, slots, starts, ctx_lens, sample_rows = [], [], [], [0], [], []
+    for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+        first = seq.num_computed_tokens
+        ids += seq.token_ids[first:first + n]
+        pos = range(first, first + n)
+        positions += pos
+        slots += [seq.block_table[p // block_size] * block_size + p % block_size for p in pos]
+        starts.append(starts[-1] + n)
+        ctx_lens.append(first + n)
+        sample_rows.append(starts[-1] - 1 if first + n == seq.num_tokens else -1)
+    return HostInputs(ids, positions, slots, starts, ctx_lens, [s.block_table for s in batch.seqs], sample_rows)
+
+
 class ModelRunner:
+    """Owns the KV caches (``num_blocks`` per layer, plus one scratch block when ``graph_sizes`` is given) and
+    runs steps; ``graph_sizes``: decode batch sizes to capture as CUDA graphs (empty: always eager)."""
+
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, dtype: torch.dtype,
-                 device: torch.device, backend: AttentionBackend):
+                 device: torch.device, backend: AttentionBackend, graph_sizes: list[int] = (),
+                 max_model_len: int = 0):
         cfg = model.config
         self.model, self.block_size, self.device, self.backend = model, block_size, device, backend
-        self.kv_caches = [torch.zeros(2, num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim, dtype=dtype,
+        blocks = num_blocks + (1 if graph_sizes else 0)
+        self.kv_caches = [torch.zeros(2, blocks, block_size, cfg.num_kv_heads, cfg.head_dim, dtype=dtype,
                                       device=device) for _ in range(cfg.num_layers)]
+        self.graphs = None
+        if graph_sizes:
+            with torch.inference_mode():
+                self.graphs = DecodeGraphs(model, self.kv_caches, backend, list(graph_sizes),
+                                           -(-max_model_len // block_size), num_blocks, block_size, max_model_len,
+                                           device, capture=device.type == "cuda")
 
     def prepare(self, batch: ScheduledBatch) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, list[int]]:
         """(input_ids [T], positions [T], metadata, row of each sampled sequence or -1)."""
-        ids, positions, slots, starts, ctx_lens, sample_rows = [], [], [], [0], [], []
-        for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
-            first = seq.num_computed_tokens
-            ids += seq.token_ids[first:first + n]
-            pos = range(first, first + n)
-            positions += pos
-            slots += [seq.block_table[p // self.block_size] * self.block_size + p % self.block_size for p in pos]
-            starts.append(starts[-1] + n)
-            ctx_lens.append(first + n)
-            sample_rows.append(starts[-1] - 1 if first + n == seq.num_tokens else -1)
-        width = max(len(s.block_table) for s in batch.seqs)
-        tables = [s.block_table + [-1] * (width - len(s.block_table)) for s in batch.seqs]
+        h = host_inputs(batch, self.block_size)
+        width = max(len(t) for t in h.block_tables)
+        tables = [t + [-1] * (width - len(t)) for t in h.block_tables]
         as_tensor = lambda x, dtype: torch.tensor(x, dtype=dtype, device=self.device)  # noqa: E731
-        meta = AttentionMetadata(as_tensor(starts, torch.int32), as_tensor(ctx_lens, torch.int32),
-                                 as_tensor(tables, torch.int32), as_tensor(slots, torch.int64),
-                                 max(batch.num_new_tokens), max(ctx_lens))
-        return as_tensor(ids, torch.int64), as_tensor(positions, torch.int64), meta, sample_rows
+        meta = AttentionMetadata(as_tensor(h.query_start_loc, torch.int32), as_tensor(h.context_lens, torch.int32),
+                                 as_tensor(tables, torch.int32), as_tensor(h.slot_mapping, torch.int64),
+                                 max(batch.num_new_tokens), max(h.context_lens))
+        return as_tensor(h.input_ids, torch.int64), as_tensor(h.positions, torch.int64), meta, h.sample_rows
 
     @torch.inference_mode()
     def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[int]]:
         """(fp32 logits [S, vocab] of the sampled sequences, their indices in the batch)."""
-        ids, positions, meta, rows = self.prepare(batch)
-        hidden = self.model(ids, positions, self.kv_caches, meta, self.backend)
+        if self.graphs is not None and max(batch.num_new_tokens) == 1 and self.graphs.fits(len(batch.seqs)):
+            h = host_inputs(batch, self.block_size)
+            hidden = self.graphs.run(h.input_ids, h.positions, h.slot_mapping, h.context_lens, h.block_tables)
+            rows = h.sample_rows
+        else:
+            ids, positions, meta, rows = self.prepare(batch)
+            hidden = self.model(ids, positions, self.kv_caches, meta, self.backend)
         picked = [i for i, row in enumerate(rows) if row >= 0]
         if not picked:
             return torch.empty(0, self.model.config.vocab_size, device=self.device), []

@@ -61,9 +61,14 @@ class SampleResult:
 
 
 def _filtered_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
-    """Probabilities [B, V] after temperature, top-k, min-p and top-p (rows of greedy requests unused)."""
+    """Probabilities [B, V] after temperature, top-k, min-p and top-p (rows of greedy requests unused).
+
+    A row with no filter gets the same values whether or not another row of the batch filters; when no row
+    filters, the sort is skipped."""
     temps = torch.tensor([max(p.temperature, 1e-5) for p in params], device=logits.device)
     probs = (logits / temps[:, None]).softmax(-1)
+    if all(p.top_k <= 0 and p.top_p >= 1 and p.min_p <= 0 for p in params):
+        return probs / probs.sum(-1, keepdim=True)
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     ranks = torch.arange(probs.shape[-1], device=logits.device)[None, :]
     top_k = torch.tensor([p.top_k if p.top_k > 0 else probs.shape[-1] for p in params], device=logits.device)
@@ -72,7 +77,7 @@ def _filtered_probs(logits: torch.Tensor, params: list[SamplingParams]) -> torch
     keep = ranks < top_k[:, None]
     keep &= sorted_probs >= min_p[:, None] * sorted_probs[:, :1]
     before = sorted_probs.cumsum(-1) - sorted_probs  # mass of strictly more likely tokens
-    keep &= before < top_p[:, None]
+    keep &= (before < top_p[:, None]) | (top_p[:, None] >= 1)  # top_p = 1 keeps all (cumsum may round past 1)
     keep[:, 0] = True
     sorted_probs = sorted_probs * keep
     filtered = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)

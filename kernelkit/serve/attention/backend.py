@@ -35,7 +35,10 @@ class AttentionMetadata:
 
 
 class AttentionBackend(Protocol):
-    """Writes this step's K/V into the cache and attends each sequence's new queries to its whole context."""
+    """Writes this step's K/V into the cache and attends each sequence's new queries to its whole context.
+    ``capturable``: forward never synchronizes with the host, so it can be captured in a CUDA graph."""
+
+    capturable: bool
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor,
                 meta: AttentionMetadata, scale: float) -> torch.Tensor:

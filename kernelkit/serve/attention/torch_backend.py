@@ -17,6 +17,8 @@ def write_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapp
 class TorchPagedAttention:
     """One sequence at a time: gather its context from the blocks, then causal softmax attention."""
 
+    capturable = False  # reads the lengths on the host
+
     def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         write_kv(k, v, kv_cache, meta.slot_mapping)
         out = torch.empty_like(q)

@@ -65,6 +65,7 @@ class TritonPagedAttention:
     """The GPU attention backend (any query length: decode, prefill, chunked prefill)."""
 
     BLOCK_M = 16
+    capturable = True
 
     def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         if kv_cache.shape[2] < 16 or q.shape[-1] < 16:

@@ -127,12 +127,15 @@ class LlamaForCausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
-        # fp32 always (a buffer would follow the model to bf16); moved to the positions' device when used.
+        # fp32 always (a buffer would follow the model to bf16); moved once to the device of the first positions
+        # (a host-to-device copy per step could not be captured in a CUDA graph).
         self.inv_freq = inverse_frequencies(cfg.rope, cfg.head_dim)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor],
                 meta: AttentionMetadata, backend: AttentionBackend) -> torch.Tensor:
         x, residual = self.model.embed_tokens(input_ids), None
+        if self.inv_freq.device != positions.device:
+            self.inv_freq = self.inv_freq.to(positions.device)
         cos, sin = cos_sin(self.inv_freq, positions, x.dtype)
         for layer, kv_cache in zip(self.model.layers, kv_caches, strict=True):
             x, residual = layer(x, residual, cos, sin, kv_cache, meta, backend)

@@ -30,7 +30,7 @@ def inverse_frequencies(rope: RopeConfig, head_dim: int) -> torch.Tensor:
 
 
 def cos_sin(inv_freq: torch.Tensor, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin [T, head_dim] for integer positions [T]."""
-    freqs = positions.float()[:, None] * inv_freq.to(positions.device)[None, :]
+    """cos, sin [T, head_dim] for integer positions [T] (``inv_freq`` on their device)."""
+    freqs = positions.float()[:, None] * inv_freq[None, :]
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
