@@ -63,8 +63,8 @@ def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device,
 
 @torch.no_grad()
 def random_weights(cfg: ModelConfig, dtype: torch.dtype, device: torch.device, seed: int = 0) -> LlamaForCausalLM:
-    """A model with N(0, 0.02) weights (norms at 1), built on ``device``; linears the config's scheme quantizes
-    are quantized from those random weights one at a time, so memory never holds the full model in bf16."""
+    """A model with N(0, 0.02) weights (norms at 1), built on ``device`` in ``dtype``; then the linears the
+    config's scheme quantizes are quantized from those weights (peak memory: the whole model in ``dtype``)."""
     torch.manual_seed(seed)
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg).to(dtype)
