@@ -55,7 +55,7 @@ class Scheduler:
         batch = ScheduledBatch([], [])
         budget = self.max_num_batched_tokens
         for seq in list(self.running):
-            if seq not in self.running or budget == 0:  # preempted below, or out of token budget
+            if seq.status is not Status.RUNNING or budget == 0:  # preempted below, or out of token budget
                 continue
             n = min(seq.num_uncomputed, budget)
             while n == 1 and not self.blocks.can_append(seq):  # a decode step that needs a new block
