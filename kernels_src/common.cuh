@@ -96,6 +96,14 @@ template <> struct Quant8<s8_t> {
 // as torch.amax does, where fmaxf would drop it.
 __device__ __forceinline__ unsigned abs_bits(float x) { return __float_as_uint(x) & 0x7fffffffu; }
 
+// n / d for a divisor d fixed at launch, as a multiply-high, an add and a shift: `mul` and `shift` come from the
+// host (div_magic in the launchers). Exact for every 32-bit n. Granlund & Montgomery, "Division by invariant
+// integers using multiplication" (PLDI 1994), Theorem 4.2; CUTLASS's FastDivmod uses the same identity.
+// A 64-bit `/` compiles to a ~70-instruction subroutine, which made the quantizer issue-bound.
+__device__ __forceinline__ unsigned div_by(unsigned n, unsigned mul, unsigned shift) {
+  return static_cast<unsigned>((static_cast<unsigned long long>(__umulhi(n, mul)) + n) >> shift);
+}
+
 // Smallest power of two >= s, for positive normal s (UE8M0 scales, as DeepGEMM wants them).
 // Inf and NaN pass through unchanged.
 __device__ __forceinline__ float round_up_pow2(float s) {

@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <tvm/ffi/container/tensor.h>
 #include <tvm/ffi/error.h>
 #include <tvm/ffi/extra/c_env_api.h>
@@ -39,6 +40,15 @@ T* data(tvm::ffi::TensorView t) {
 
 inline void check_cuda(cudaError_t err, const char* what) {
   if (err != cudaSuccess) TVM_FFI_THROW(RuntimeError) << what << ": " << cudaGetErrorString(err);
+}
+
+// Multiplier and shift for div_by (common.cuh): n / d == (umulhi(n, mul) + n) >> shift for every 32-bit n.
+// Granlund & Montgomery (PLDI 1994), Theorem 4.2, with shift = ceil(log2 d). d must be >= 1.
+inline void div_magic(uint32_t d, uint32_t* mul, uint32_t* shift) {
+  uint32_t sh = 0;
+  while ((uint64_t{1} << sh) < d) ++sh;
+  *mul = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << sh) - d)) / d + 1);
+  *shift = sh;
 }
 
 // How many blocks of kQuantBlockThreads fit on the whole device at once: one wave.
@@ -74,17 +84,21 @@ void per_token_group_quant_8bit(tvm::ffi::TensorView x, tvm::ffi::TensorView q, 
 
   using Shape = GroupShape<T, GROUP, UNROLL>;
   const int64_t num_groups = M * (H / GROUP);
+  TVM_FFI_ICHECK(num_groups < (int64_t{1} << 31))
+      << "input too large: " << num_groups << " groups; the kernel indexes at most 2^31 - 1";
   tvm::ffi::CUDADeviceGuard guard(x.device().device_id);
   const int64_t needed = (num_groups + Shape::kGroupsPerBlock - 1) / Shape::kGroupsPerBlock;
   const int64_t blocks = waves <= 0 ? needed : std::min<int64_t>(
       needed, waves * resident_blocks(per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0, UNROLL>,
                                       x.device().device_id));
-  TVM_FFI_ICHECK(blocks < (int64_t{1} << 31)) << "input too large";
+  uint32_t gpr_mul, gpr_shift;
+  div_magic(static_cast<uint32_t>(H / GROUP), &gpr_mul, &gpr_shift);
   auto stream = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kDLCUDA, x.device().device_id));
   per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0, UNROLL>
       <<<static_cast<unsigned>(blocks), kQuantBlockThreads, 0, stream>>>(
-          data<const T>(x), data<unsigned char>(q), data<float>(s), num_groups, static_cast<int>(H / GROUP), x.stride(0), s.stride(0),
-          s.stride(1), static_cast<float>(eps));
+          data<const T>(x), data<unsigned char>(q), data<float>(s), static_cast<uint32_t>(num_groups),
+          static_cast<uint32_t>(H / GROUP), gpr_mul, gpr_shift, x.stride(0), s.stride(0), s.stride(1),
+          static_cast<float>(eps));
   check_cuda(cudaGetLastError(), "per_token_group_quant_8bit launch");
 }
 

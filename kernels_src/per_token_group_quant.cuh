@@ -39,25 +39,26 @@ struct GroupShape {
 template <typename T, typename Out, int GROUP, bool UE8M0, int UNROLL>
 __global__ void __launch_bounds__(kQuantBlockThreads)
 per_token_group_quant_8bit_kernel(const T* __restrict__ x, unsigned char* __restrict__ q, float* __restrict__ s,
-                                  long long num_groups, int groups_per_row, long long x_row_stride,
-                                  long long s_stride_m, long long s_stride_g, float eps) {
+                                  unsigned num_groups, unsigned groups_per_row, unsigned gpr_mul, unsigned gpr_shift,
+                                  long long x_row_stride, long long s_stride_m, long long s_stride_g, float eps) {
   using Shape = GroupShape<T, GROUP, UNROLL>;
   constexpr int V = Shape::kVec, TPG = Shape::kThreads, VPT = Shape::kVecsPerThread;
   constexpr int U = Shape::kGroupsPerThread;
 
   const int lane = threadIdx.x % TPG;
-  // Persistent grid: the host launches about one wave of blocks, each striding over the groups.
-  const long long stride = static_cast<long long>(gridDim.x) * Shape::kGroupsPerBlock;
-  for (long long base = static_cast<long long>(blockIdx.x) * Shape::kGroupsPerBlock; base < num_groups;
-       base += stride) {
-    long long gid[U];
+  // Persistent grid when the host caps it: blocks stride over the groups. The host keeps num_groups < 2^31,
+  // so 32-bit group indices never overflow; byte offsets are 64-bit.
+  const unsigned stride = gridDim.x * Shape::kGroupsPerBlock;
+  for (unsigned base = blockIdx.x * Shape::kGroupsPerBlock; base < num_groups; base += stride) {
+    unsigned row[U], col[U];  // group gid = row * groups_per_row + col
     uint4 raw[U][VPT];
 #pragma unroll
     for (int u = 0; u < U; ++u) {  // issue every load before any use
-      gid[u] = base + u * Shape::kRowsPerBlock + threadIdx.x / TPG;
-      const bool valid = gid[u] < num_groups;
-      const long long row = valid ? gid[u] / groups_per_row : 0;
-      const T* xg = x + row * x_row_stride + (valid ? gid[u] - row * groups_per_row : 0) * GROUP;
+      const unsigned gid = base + u * Shape::kRowsPerBlock + threadIdx.x / TPG;
+      row[u] = div_by(gid, gpr_mul, gpr_shift);
+      col[u] = gid - row[u] * groups_per_row;
+      const bool valid = gid < num_groups;
+      const T* xg = x + row[u] * x_row_stride + col[u] * GROUP;
 #pragma unroll
       for (int j = 0; j < VPT; ++j) {
         raw[u][j] = valid ? load_streaming(xg + (j * TPG + lane) * V) : make_uint4(0u, 0u, 0u, 0u);
@@ -77,16 +78,16 @@ per_token_group_quant_8bit_kernel(const T* __restrict__ x, unsigned char* __rest
       for (int offset = TPG / 2; offset > 0; offset /= 2) {
         amax_bits = max(amax_bits, __shfl_xor_sync(0xffffffffu, amax_bits, offset));
       }
-      if (gid[u] >= num_groups) continue;
+      const unsigned gid = base + u * Shape::kRowsPerBlock + threadIdx.x / TPG;
+      if (gid >= num_groups) continue;
       float amax = __uint_as_float(amax_bits);
       amax = amax < eps ? eps : amax;  // keeps NaN, unlike fmaxf
       float scale = __fdiv_rn(amax, Quant8<Out>::kMax);
       if (UE8M0) scale = round_up_pow2(scale);
-      const long long row = gid[u] / groups_per_row;
-      if (lane == 0) s[row * s_stride_m + (gid[u] - row * groups_per_row) * s_stride_g] = scale;
+      if (lane == 0) s[row[u] * s_stride_m + col[u] * s_stride_g] = scale;
       const float inv_scale = __frcp_rn(scale);
 
-      unsigned char* qg = q + gid[u] * GROUP;
+      unsigned char* qg = q + static_cast<unsigned long long>(gid) * GROUP;
 #pragma unroll
       for (int j = 0; j < VPT; ++j) {
         float y[V];

@@ -4,10 +4,11 @@
 #                                  with its Triton kernels), SASS checks. TESTS=... and PYTEST_K=... narrow it.
 #   scripts/gpu_check.sh bench   - benches/ (quantizers, GEMM, JIT compile/load, serving); tables under $OUT
 #                                  BENCHES=benches/bench_serve.py narrows it.
-#   scripts/gpu_check.sh tune    - tune the Triton block-FP8 GEMM; configs under $OUT (commit them)
+#   scripts/gpu_check.sh tune    - tune the Triton block-FP8 GEMM; configs under $OUT (commit them).
+#                                  TUNE_ARGS="7168,16384 --m 4096" narrows it.
 # Carry .whl and .whl-cute (../shared/device/fetch-wheels.sh fetches them); for the serving benches carry .whl and
 # .whl-serve instead (scripts/fetch_serve_wheels.sh; .whl-cute does not fit beside it in 64 MiB).
-# Logs and tables go to $OUT.
+# Logs and tables go to $OUT. LIMIT_S caps pytest (SIGINT, so the tables gathered so far are still written).
 set -uo pipefail
 mode=${1:-tests}
 OUT=${OUT:-/tmp/kk-out}
@@ -65,13 +66,13 @@ PY
 
 case "$mode" in
   tune)
-    python3 scripts/tune_gemm.py 2>&1 | tee "$OUT/tune.txt" | tail -n 40
+    timeout -s INT ${LIMIT_S:-570} python3 scripts/tune_gemm.py ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune.txt" | tail -n 40
     cp kernelkit/ops/gemm/configs/*.json "$OUT"/ 2>/dev/null ;;
   tests)
     prebuild 2>&1 | tail -n 1
     gpu_tests="tests/test_quant_gpu.py tests/test_gemm_gpu.py tests/test_serve_gpu.py tests/test_quant_triton.py
       tests/test_layer_ops.py tests/test_serve_attention.py tests/test_gemm.py"
-    python3 -m pytest ${TESTS:-$gpu_tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 --timeout=90 ${PYTEST_V:-} -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
+    timeout -s INT ${LIMIT_S:-570} python3 -m pytest ${TESTS:-$gpu_tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 --timeout=90 ${PYTEST_V:-} -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
     sass_check ;;
   bench)
     torch_cuda_vs_cpu 2>&1 | tee "$OUT/torch_cuda_vs_cpu.txt"
@@ -80,7 +81,7 @@ case "$mode" in
         python3 scripts/profile_quant.py > "$OUT/ncu.txt" 2>&1
       grep -E "Memory Throughput|DRAM Throughput|Duration|Achieved Occupancy|Registers Per" "$OUT/ncu.txt"
     fi
-    python3 -m pytest ${BENCHES:-benches} -m "${BENCH_MARK:-not slow}" -q -p no:cacheprovider --benchmark-disable-gc \
+    timeout -s INT ${LIMIT_S:-570} python3 -m pytest ${BENCHES:-benches} -m "${BENCH_MARK:-not slow}" -q -p no:cacheprovider --benchmark-disable-gc \
       --benchmark-json="$OUT/bench.json" 2>&1 \
       | tee "$OUT/bench.txt" | tail -n 80 ;;
 esac

@@ -1,12 +1,15 @@
 """Tune the Triton block-FP8 GEMM on this GPU and write configs in sglang's JSON naming
 (kernelkit/ops/gemm/configs/N=...,K=...,device_name=...,dtype=fp8_w8a8,block_shape=[128, 128].json).
 
-Usage (on a GPU machine): python scripts/tune_gemm.py [N,K ...]   (default: the shapes of benches/bench_gemm.py)
+Usage (on a GPU machine): python scripts/tune_gemm.py [N,K ...] [--m M ...]
+(default: the shapes and batch sizes of benches/bench_gemm.py). With --m, only those batch sizes are tuned and
+the file is merged into an existing one.
 Every candidate is checked against the reference before it is timed (CUDA-graph medians, benches/timing.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import sys
@@ -24,15 +27,15 @@ from kernelkit.quant.fp8_block.format import quantize_weight  # noqa: E402
 MS = (1, 16, 64, 256, 1024, 4096)
 CANDIDATES = [{"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": gm, "num_warps": w,
                "num_stages": st}
-              for bm, bn, gm, w, st in itertools.product((16, 32, 64, 128), (64, 128), (1, 8, 32), (4, 8), (3, 4, 5))]
+              for bm, bn, gm, w, st in itertools.product((16, 32, 64, 128), (64, 128, 256), (1, 16), (4, 8), (3, 4))]
 
 
-def tune(n: int, k: int) -> dict[int, dict]:
+def tune(n: int, k: int, ms) -> dict[int, dict]:
     best = {}
     g = torch.Generator(device="cuda").manual_seed(0)
     w = torch.randn(n, k, device="cuda", generator=g) * 0.02
     b, b_s = quantize_weight(w)
-    for m in MS:
+    for m in ms:
         a, a_s = per_token_group_quant_fp8(torch.randn(m, k, device="cuda", generator=g, dtype=torch.bfloat16), 128,
                                            column_major_scales=True)
         ref = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, (128, 128), torch.float32)
@@ -56,11 +59,17 @@ def tune(n: int, k: int) -> dict[int, dict]:
 
 
 def main() -> None:
-    shapes = [tuple(int(v) for v in arg.split(",")) for arg in sys.argv[1:]] or [
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shapes", nargs="*", help="N,K pairs")
+    parser.add_argument("--m", type=int, action="append", help="batch sizes to tune (repeatable)")
+    args = parser.parse_args()
+    shapes = [tuple(int(v) for v in arg.split(",")) for arg in args.shapes] or [
         (4096, 4096), (14336, 4096), (4096, 14336), (7168, 16384), (2112, 7168)]
     for n, k in shapes:
         path = configs.CONFIG_DIR / configs.config_file_name(n, k, torch.cuda.get_device_name(), (128, 128))
-        path.write_text(json.dumps({str(m): cfg for m, cfg in tune(n, k).items()}, indent=1) + "\n")
+        table = json.loads(path.read_text()) if args.m and path.is_file() else {}
+        table.update({str(m): cfg for m, cfg in tune(n, k, args.m or MS).items()})
+        path.write_text(json.dumps(dict(sorted(table.items(), key=lambda kv: int(kv[0]))), indent=1) + "\n")
         print("wrote", path)
 
 

@@ -8,7 +8,7 @@ import torch
 from quant_cases import assert_same_q, assert_same_scales, make_x
 
 from kernelkit import ops
-from kernelkit.ops.quant import reference
+from kernelkit.ops.quant import cuda_impl, reference
 
 
 def test_row_major_and_leading_dims():
@@ -128,3 +128,20 @@ def test_custom_ops_compile_fullgraph():
     q = torch.empty(5, 256, dtype=torch.int8)
     s = torch.empty(5, 2)
     torch.library.opcheck(torch.ops.kernelkit.per_token_group_quant_8bit_, (x, q, s, 128, 1e-10, False))
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 7, 9, 56, 112, 128, 448, 2**31 - 1, 2**31, 2**32 - 1])
+def test_div_magic_divides_exactly_for_every_32_bit_numerator(d):
+    """The kernel's row index is (umulhi(n, mul) + n) >> shift; it must equal n // d at the edges of the range
+    and on random numerators."""
+    mul, shift = cuda_impl.div_magic(d)
+    gen = torch.Generator().manual_seed(d % 2**31)
+    edges = [0, 1, d - 1, d, d + 1, 2 * d - 1, 2**31 - 1, 2**31, 2**32 - 1]
+    randoms = torch.randint(0, 2**31, (2000,), generator=gen).tolist()
+    for n in [e for e in edges if 0 <= e < 2**32] + randoms + [2**32 - 1 - r for r in randoms]:
+        assert ((((n * mul) >> 32) + n) >> shift) == n // d, (n, d)
+
+
+def test_div_magic_rejects_out_of_range_divisors():
+    with pytest.raises(ValueError, match="divisor 0"):
+        cuda_impl.div_magic(0)

@@ -15,32 +15,34 @@ from kernelkit.ops.gemm import configs, reference
 OUTPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
-def _ref(a, b, a_scales, b_scales, block_size, out):
-    out.copy_(reference.w8a8_block_fp8_matmul_ref(a, b, a_scales, b_scales, block_size, out.dtype))
+def _ref(a, b, a_scales, b_scales, block_size, output_dtype):
+    return reference.w8a8_block_fp8_matmul_ref(a, b, a_scales, b_scales, block_size, output_dtype)
 
 
-def _triton(a, b, a_scales, b_scales, block_size, out):
+def _triton(a, b, a_scales, b_scales, block_size, output_dtype):
     m, n, k = a.shape[0], b.shape[0], a.shape[1]
+    out = torch.empty(m, n, dtype=output_dtype, device=a.device)
     config = configs.get_config(m, n, k, torch.cuda.get_device_name(a.device), block_size)
     triton_impl("kernelkit.ops.gemm.triton_impl").w8a8_block_fp8_matmul(a, b, a_scales, b_scales, block_size, out,
                                                                         config)
+    return out
 
 
 def _never(*args) -> None:
     return None
 
 
-def _cublas_unsupported(a, b, a_scales, b_scales, block_size, out):
+def _cublas_unsupported(a, b, a_scales, b_scales, block_size, output_dtype):
     from kernelkit.ops.gemm import scaled_mm
 
-    return scaled_mm.unsupported(a, b, a_scales, b_scales, block_size, out)
+    return scaled_mm.unsupported(a, b, a_scales, block_size)
 
 
-def _cublas(a, b, a_scales, b_scales, block_size, out):
+def _cublas(a, b, a_scales, b_scales, block_size, output_dtype):
     from kernelkit.ops.gemm import scaled_mm
 
-    scaled_mm.matmul(a, b, a_scales, b_scales, block_size, out,
-                     lambda dst: _triton(a, b, a_scales, b_scales, block_size, dst))
+    return scaled_mm.matmul(a, b, a_scales, b_scales, block_size, output_dtype,
+                            lambda: _triton(a, b, a_scales, b_scales, block_size, output_dtype))
 
 
 # cuBLAS first where its probe passed (1138 TFLOP/s at 8192^3 on an H200, ANCHORS.md); our Triton kernel covers
@@ -61,9 +63,7 @@ def _matmul_op(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_scale
 
 @_matmul_op.register_kernel("cuda")
 def _matmul_cuda(a, b, a_scales, b_scales, block_n, block_k, output_dtype):
-    out = torch.empty(a.shape[0], b.shape[0], dtype=output_dtype, device=a.device)
-    run_first("w8a8_block_fp8_matmul", GEMM_IMPLS, a, b, a_scales, b_scales, (block_n, block_k), out)
-    return out
+    return run_first("w8a8_block_fp8_matmul", GEMM_IMPLS, a, b, a_scales, b_scales, (block_n, block_k), output_dtype)
 
 
 @_matmul_op.register_fake

@@ -20,6 +20,17 @@ DEFAULT_WAVES = 0
 _IN = {torch.bfloat16: "kk::bf16_t", torch.float16: "kk::fp16_t", torch.float32: "float"}
 _OUT = {torch.float8_e4m3fn: "kk::e4m3_t", torch.int8: "kk::s8_t"}
 _BLOCK_THREADS = 256  # kQuantBlockThreads in the .cuh
+MAX_GROUPS = 2**31  # the kernel's group indices are 32-bit
+
+
+def div_magic(d: int) -> tuple[int, int]:
+    """Multiplier and shift with ``n // d == (umulhi(n, mul) + n) >> shift`` for every 32-bit n (``div_by`` in
+    ``kernels_src/common.cuh``; Granlund & Montgomery, PLDI 1994, Theorem 4.2). Mirrors ``div_magic`` in
+    ``per_token_group_quant.cu``. Raises ValueError unless 1 <= d < 2**32."""
+    if not 1 <= d < 2**32:
+        raise ValueError(f"divisor {d} out of range [1, 2**32)")
+    shift = (d - 1).bit_length()
+    return (2**32 * (2**shift - d)) // d + 1, shift
 
 
 def _vecs_per_group(x_dtype: torch.dtype, group_size: int) -> int:
@@ -51,6 +62,8 @@ def unsupported(x: torch.Tensor, group_size: int) -> str | None:
         return f"group_size {group_size} not in {SUPPORTED_GROUPS}"
     if x.dtype not in _IN:
         return f"dtype {x.dtype}"
+    if x.numel() // group_size >= MAX_GROUPS:
+        return f"{x.numel() // group_size} groups; the kernel indexes fewer than {MAX_GROUPS}"
     if x.stride(-1) != 1 or x.data_ptr() % 16 or (x.shape[0] > 1 and (x.stride(0) * x.element_size()) % 16):
         return "x rows are not 16-byte aligned"
     return None
@@ -88,7 +101,8 @@ def group_quant_nvrtc(x, q, s, group_size: int, eps: float, scale_ue8m0: bool, u
         blocks = min(blocks, waves * run.max_active_blocks_per_sm(_BLOCK_THREADS, 0) * _sm_count(x.device.index))
     run((blocks,), (_BLOCK_THREADS,),
         np.uint64(x.data_ptr()), np.uint64(q.data_ptr()), np.uint64(s.data_ptr()),
-        np.int64(num_groups), np.int32(h // group_size), np.int64(x.stride(0)),
+        np.uint32(num_groups), np.uint32(h // group_size), *map(np.uint32, div_magic(h // group_size)),
+        np.int64(x.stride(0)),
         np.int64(s.stride(0)), np.int64(s.stride(1)), np.float32(eps))
 
 
