@@ -41,7 +41,7 @@ PY
 }
 
 sass_check() {  # 16-byte loads, no local memory, hardware FP8 conversion in the main specialization
-  entry=$(dirname "$(grep -l 'kk::bf16_t, kk::e4m3_t, 128, false' /tmp/kk-cache/sm_90a/tvm_ffi/*/manifest.json)")
+  entry=$(dirname "$(grep -l 'kk::bf16_t, kk::e4m3_t, 128, false, 4>' /tmp/kk-cache/sm_90a/tvm_ffi/*/manifest.json | head -n 1)")
   cuobjdump -sass "$entry/kernel.so" > "$OUT/sass.txt" 2>&1
   echo "SASS of bf16->fp8 group 128: 16-byte loads=$(grep -cE 'LDG.E.*128' "$OUT/sass.txt")" \
        "local memory=$(grep -cE 'LDL|STL' "$OUT/sass.txt") F2FP=$(grep -c 'F2FP' "$OUT/sass.txt")" \

@@ -18,43 +18,56 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
-from timing import median_ms  # noqa: E402
+from timing import input_sets, median_ms  # noqa: E402
 
 from kernelkit.ops import per_token_group_quant_fp8  # noqa: E402
 from kernelkit.ops.gemm import configs, reference, triton_impl  # noqa: E402
 from kernelkit.quant.fp8_block.format import quantize_weight  # noqa: E402
 
 MS = (1, 16, 64, 256, 1024, 4096)
-CANDIDATES = [{"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": gm, "num_warps": w,
-               "num_stages": st}
-              for bm, bn, gm, w, st in itertools.product((16, 32, 64, 128), (64, 128, 256), (1, 16), (4, 8), (3, 4))]
+
+
+def candidates(m: int) -> list[dict]:
+    """Launch configs worth timing at batch size m: weight-streaming shapes (narrow N tiles, deep pipelines) for
+    decode, wgmma-sized tiles for prefill."""
+    if m <= 16:
+        space = itertools.product((16,), (16, 32, 64, 128), (1,), (2, 4, 8), (3, 4, 6, 8))
+    elif m <= 256:
+        space = itertools.product((16, 32, 64), (32, 64, 128), (1, 8), (4,), (3, 4, 6))
+    else:
+        space = itertools.product((64, 128), (128, 256), (8, 32), (4, 8), (3, 4))
+    return [{"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": gm, "num_warps": w,
+             "num_stages": st} for bm, bn, gm, w, st in space]
 
 
 def tune(n: int, k: int, ms) -> dict[int, dict]:
     best = {}
-    g = torch.Generator(device="cuda").manual_seed(0)
-    w = torch.randn(n, k, device="cuda", generator=g) * 0.02
-    b, b_s = quantize_weight(w)
+
+    def make(seed):  # distinct weights per set, so that small shapes are not timed out of L2
+        g = torch.Generator(device="cuda").manual_seed(seed)
+        return quantize_weight(torch.randn(n, k, device="cuda", generator=g) * 0.02)
+
+    weights = input_sets(make, n * k)
     for m in ms:
-        a, a_s = per_token_group_quant_fp8(torch.randn(m, k, device="cuda", generator=g, dtype=torch.bfloat16), 128,
+        a, a_s = per_token_group_quant_fp8(torch.randn(m, k, device="cuda", dtype=torch.bfloat16), 128,
                                            column_major_scales=True)
+        b, b_s = weights[0]
         ref = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, (128, 128), torch.float32)
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         timings = []
-        for cfg in CANDIDATES:
-            if cfg["BLOCK_SIZE_M"] > max(16, 2 * m):
-                continue
+        for cfg in candidates(m):
             try:
                 triton_impl.w8a8_block_fp8_matmul(a, b, a_s, b_s, (128, 128), out, cfg)
                 if not torch.allclose(out.float(), ref, rtol=1e-2, atol=1e-2):
                     continue
-                sets = [(a, b, a_s, b_s, (128, 128), out, cfg)]
+                sets = [(a, wb, a_s, ws, (128, 128), out, cfg) for wb, ws in weights]
                 timings.append((median_ms(triton_impl.w8a8_block_fp8_matmul, sets), cfg))
             except Exception:  # a config Triton cannot compile (shared memory, registers): skip it
                 continue
         ms, cfg = min(timings, key=lambda t: t[0])
         best[m] = cfg
-        print(f"N={n} K={k} M={m}: {ms * 1e3:.1f} µs {2 * m * n * k / ms / 1e9:.0f} TFLOP/s {cfg}")
+        print(f"N={n} K={k} M={m}: {ms * 1e3:.1f} µs {2 * m * n * k / ms / 1e9:.0f} TFLOP/s "
+              f"{n * k / ms / 1e9:.0f} GB/s of weights {cfg}", flush=True)
     return best
 
 

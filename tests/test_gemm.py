@@ -38,8 +38,12 @@ def test_triton_matches_reference(m, n, k, block):
     out = torch.full((m, n), float("nan"), dtype=torch.float32, device=DEVICE)
     config = configs.default_config(m, block) | {"BLOCK_SIZE_N": 64, "num_stages": 1}
     triton_impl.w8a8_block_fp8_matmul(a, b, a_s, b_s, block, out, config)
-    ref = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, block, torch.float32)
-    torch.testing.assert_close(out.cpu(), ref.cpu(), rtol=1e-5, atol=1e-4)
+    ref = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, block, torch.float32).cpu()
+    assert not out.isnan().any()
+    if DEVICE == "cpu":
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
+    else:  # Hopper's FP8 wgmma accumulates with ~14 mantissa bits within each K block (DeepSeek-V3, sec. 3.3.2)
+        assert ((out.cpu() - ref).norm() / ref.norm()).item() < 2e-3
 
 
 def test_op_on_cpu_and_bf16_output():

@@ -1,5 +1,6 @@
 """Fused layer ops (RMSNorm with residual add, SiLU-and-mul, rotary): the Triton kernels (interpreter without a
-GPU) bit for bit against the torch references, plus argument checks and torch.compile."""
+GPU) against the torch references, bit for bit where the rounding allows, plus argument checks and
+torch.compile."""
 
 import pytest
 import torch
@@ -46,7 +47,11 @@ def test_rotary_kernel_matches_reference_on_strided_views(dtype):
     cos, sin = torch.cat([angles.cos()] * 2, -1).to(dtype), torch.cat([angles.sin()] * 2, -1).to(dtype)
     out = torch.empty(9, 4, 64, dtype=dtype, device=DEVICE)
     triton_impl.rotary(x.to(DEVICE), cos.to(DEVICE), sin.to(DEVICE), out)
-    assert torch.equal(out.cpu(), reference.rotary_ref(x, cos, sin))  # products and sums round as torch's
+    ref = reference.rotary_ref(x, cos, sin)
+    if DEVICE == "cpu":
+        assert torch.equal(out, ref)  # the interpreter rounds products and sums as torch does
+    else:  # compiled, Triton contracts x * cos + rot * sin into FMAs: at most a few ulps of |x| <= 5 apart
+        torch.testing.assert_close(out.cpu(), ref, rtol=0, atol=16 * torch.finfo(dtype).eps)
 
 
 def test_ops_check_arguments_and_compile():

@@ -159,6 +159,11 @@ def test_request_errors(tiny):
     assert not llm.engine.has_unfinished() and llm.engine.blocks.num_free == llm.engine.blocks.num_blocks
 
 
+def test_a_kv_budget_below_one_block_is_a_clear_error(tiny):
+    with pytest.raises(ValueError, match="no room for a KV cache: kv_cache_memory=100 bytes"):
+        LLM(tiny, kv_cache_memory=100)
+
+
 def test_stop_conditions_and_logprobs(tiny):
     llm = LLM(tiny)
     first = llm.generate([[5, 6, 7]], GREEDY)[0].token_ids

@@ -25,7 +25,7 @@ def test_gpu_engine_matches_cpu_engine(tiny):
 
 
 def test_gpu_engine_bf16_runs_and_frees_blocks(tiny):
-    llm = LLM(tiny, device="cuda", dtype="bf16", kv_cache_memory=0, gpu_memory_utilization=0.3)
+    llm = LLM(tiny, device="cuda", dtype="bf16", gpu_memory_utilization=0.3)
     outs = llm.generate([[3, 4, 5]] * 8, [SamplingParams(max_tokens=16, seed=i, ignore_eos=True) for i in range(8)])
     assert all(len(o.token_ids) == 16 for o in outs)
     assert llm.engine.blocks.num_free == llm.engine.blocks.num_blocks
@@ -37,10 +37,10 @@ def test_cuda_graph_decode_matches_eager(tiny):
     prompts = [[(3 * i + j) % 280 + 2 for j in range(5 + 7 * i)] for i in range(13)]
     params = [SamplingParams(temperature=0.8 if i % 2 else 0, seed=i, max_tokens=10 + i, ignore_eos=True)
               for i in range(13)]
-    eager = LLM(tiny, device="cuda", dtype="fp32", enforce_eager=True, max_num_seqs=16)
+    eager = LLM(tiny, device="cuda", dtype="fp32", enforce_eager=True, max_num_seqs=16, gpu_memory_utilization=0.2)
     assert eager.engine.runner.graphs is None
     expected = [o.token_ids for o in eager.generate(prompts, params)]
-    llm = LLM(tiny, device="cuda", dtype="fp32", max_num_seqs=16)
+    llm = LLM(tiny, device="cuda", dtype="fp32", max_num_seqs=16, gpu_memory_utilization=0.4)
     graphs = llm.engine.runner.graphs
     assert sorted(graphs.graphs) == [1, 2, 4, 8, 16]
     sizes, replay = [], graphs.run

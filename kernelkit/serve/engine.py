@@ -7,6 +7,7 @@ finished requests, freeing their blocks at once.
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,7 @@ class LLMEngine:
         self.max_model_len = config.max_model_len or min(cfg.max_position_embeddings, 8192)
         backend = self._backend()
         graphs = self.device.type == "cuda" and backend.capturable and not config.enforce_eager
-        num_blocks = max(1, self._num_blocks(dtype) - int(graphs))  # graphs' padding rows own a scratch block
+        num_blocks = self._num_blocks(dtype, reserved=int(graphs))  # graphs' padding rows own a scratch block
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
         self.runner = ModelRunner(self.model, num_blocks, config.block_size, dtype, self.device, backend,
@@ -99,14 +100,26 @@ class LLMEngine:
             return TorchPagedAttention()
         raise ValueError(f"attention_backend must be auto, torch or triton, got {choice!r}")
 
-    def _num_blocks(self, dtype: torch.dtype) -> int:
+    def _num_blocks(self, dtype: torch.dtype, reserved: int) -> int:
+        """KV blocks that fit the budget, less ``reserved``. On CUDA the budget is what keeps the device's use at
+        ``gpu_memory_utilization`` of its memory, counting memory that earlier engines of this process released
+        as free. Raises ValueError if not one block fits."""
         per_block = kv_bytes_per_block(self.model, self.config.block_size, dtype)
         if self.device.type == "cuda":
+            gc.collect()  # an engine dropped by the caller may still hold its KV cache through reference cycles
+            torch.cuda.empty_cache()
             free, total = torch.cuda.mem_get_info(self.device)
             budget = free - total * (1 - self.config.gpu_memory_utilization)
+            source = (f"gpu_memory_utilization={self.config.gpu_memory_utilization} of {total / 2**30:.1f} GiB with "
+                      f"{free / 2**30:.1f} GiB free leaves {max(budget, 0) / 2**30:.2f} GiB")
         else:
             budget = self.config.kv_cache_memory
-        return max(1, int(budget // per_block))
+            source = f"kv_cache_memory={budget} bytes"
+        num_blocks = int(budget // per_block) - reserved
+        if num_blocks < 1:
+            raise ValueError(f"no room for a KV cache: {source}, and one block of {self.config.block_size} tokens "
+                             f"takes {per_block} bytes (plus {reserved} reserved); raise the budget")
+        return num_blocks
 
     def _generation_eos(self) -> set[int]:
         path = Path(self.config.model) / "generation_config.json"

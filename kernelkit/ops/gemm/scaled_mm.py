@@ -25,8 +25,8 @@ def unsupported(a, b, a_scales, block_size) -> str | None:
     """Why cuBLAS block-wise cannot take this call (None if it may)."""
     if tuple(block_size) != (128, 128):
         return "cuBLAS block-wise scaling is 1x128 / 128x128 only"
-    if a.shape[1] % 128 or b.shape[0] % 128:
-        return "K and N must be multiples of 128"
+    if a.shape[1] % 128 or b.shape[0] % 16:
+        return "K must be a multiple of 128 and N of 16"  # a ragged last N block (N = 2112) is probed like any
     if a_scales.stride(0) != 1:
         return "activation scales must be column-major"
     if _verdicts.get(_class(a, b, block_size)) is False:
