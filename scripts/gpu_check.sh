@@ -66,8 +66,8 @@ PY
 
 case "$mode" in
   tune)
-    timeout -s INT ${LIMIT_S:-570} python3 scripts/tune_gemm.py ${TUNE_ARGS:-} 2>&1 | tee "$OUT/tune.txt" | tail -n 40
-    cp kernelkit/ops/gemm/configs/*.json "$OUT"/ 2>/dev/null ;;
+    timeout -s INT ${LIMIT_S:-570} python3 scripts/tune_gemm.py ${TUNE_ARGS:-} 2>&1 | tee -a "$OUT/tune.txt" | tail -n 40
+    tar czf "$OUT/configs.tgz" -C kernelkit/ops/gemm configs ;;
   tests)
     prebuild 2>&1 | tail -n 1
     gpu_tests="tests/test_quant_gpu.py tests/test_gemm_gpu.py tests/test_serve_gpu.py tests/test_quant_triton.py

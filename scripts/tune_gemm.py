@@ -67,7 +67,7 @@ def tune(n: int, k: int, ms) -> dict[int, dict]:
         ms, cfg = min(timings, key=lambda t: t[0])
         best[m] = cfg
         print(f"N={n} K={k} M={m}: {ms * 1e3:.1f} µs {2 * m * n * k / ms / 1e9:.0f} TFLOP/s "
-              f"{n * k / ms / 1e9:.0f} GB/s of weights {cfg}", flush=True)
+              f"{n * k / ms / 1e6:.0f} GB/s of weights {cfg}", flush=True)
     return best
 
 
@@ -79,6 +79,7 @@ def main() -> None:
     shapes = [tuple(int(v) for v in arg.split(",")) for arg in args.shapes] or [
         (4096, 4096), (14336, 4096), (4096, 14336), (7168, 16384), (2112, 7168)]
     for n, k in shapes:
+        configs.CONFIG_DIR.mkdir(exist_ok=True)
         path = configs.CONFIG_DIR / configs.config_file_name(n, k, torch.cuda.get_device_name(), (128, 128))
         table = json.loads(path.read_text()) if args.m and path.is_file() else {}
         table.update({str(m): cfg for m, cfg in tune(n, k, args.m or MS).items()})

@@ -43,7 +43,7 @@ def test_triton_matches_reference(m, n, k, block):
     if DEVICE == "cpu":
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-4)
     else:  # Hopper's FP8 wgmma accumulates with ~14 mantissa bits within each K block (DeepSeek-V3, sec. 3.3.2)
-        assert ((out.cpu() - ref).norm() / ref.norm()).item() < 2e-3
+        assert out.shape == ref.shape and (m == 0 or ((out.cpu() - ref).norm() / ref.norm()).item() < 2e-3)
 
 
 def test_op_on_cpu_and_bf16_output():
