@@ -139,35 +139,6 @@ def bench_decode_step_batch1(record, tmp_path, fp8, eager):
                                    "floor ms": f"{floor * 1e3:.2f}", "ratio": f"{decode / floor:.2f}x"})
 
 
-@pytest.mark.parametrize("shape, fp8", [("smollm2", False), ("llama3-8b", True)])
-def bench_online_load(record, tmp_path, shape, fp8):
-    config = {"smollm2": SMOLLM2, "llama3-8b": LLAMA3_8B}[shape]
-    model = make_model_dir(tmp_path / shape, config, fp8)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "kernelkit", "serve", "--model", str(model), "--port", str(port),
-                               "--load-format", "dummy", "--served-model-name", shape, "--max-num-seqs", "256",
-                               "--max-num-batched-tokens", "8192", "--max-pending", "1024"])
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-            assert server.poll() is None, "kernelkit serve exited"
-        asyncio.run(run_load(url, shape, make_workload(8, float("inf"), config["vocab_size"], (16, 16), (8, 8))))
-        for rate in (2.0, 8.0, 32.0, float("inf")):  # 100 requests each: about 90 s per model at these rates
-            workload = make_workload(100, rate, config["vocab_size"], (100, 1024), (100, 512), seed=1)
-            metrics = asyncio.run(run_load(url, shape, workload))
-            record("serve_online", {"model": shape + (" fp8-block" if fp8 else " bf16")} | table_row(rate, metrics))
-    finally:
-        server.terminate()
-        server.wait(timeout=120)
-
-
 def bench_step_host_overhead(record, tmp_path):
     """Where a step's time goes in the offline run (SmolLM2 shapes, 256 requests): host phases (scheduling,
     building inputs, detokenizing and stop checks) against the forward and sampling, which end in a device
@@ -219,3 +190,32 @@ def bench_step_host_overhead(record, tmp_path):
                                    "inputs (host) ms": ms(spent["host_inputs"]),
                                    "forward incl. inputs ms": ms(spent["run"]), "sample ms": ms(spent["sample"]),
                                    "detokenize+stop ms": ms(spent["_advance"]), "host share": f"{host / total:.0%}"})
+
+
+@pytest.mark.parametrize("shape, fp8", [("smollm2", False), ("llama3-8b", True)])
+def bench_online_load(record, tmp_path, shape, fp8):
+    config = {"smollm2": SMOLLM2, "llama3-8b": LLAMA3_8B}[shape]
+    model = make_model_dir(tmp_path / shape, config, fp8)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "kernelkit", "serve", "--model", str(model), "--port", str(port),
+                               "--load-format", "dummy", "--served-model-name", shape, "--max-num-seqs", "256",
+                               "--max-num-batched-tokens", "8192", "--max-pending", "1024"])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+            assert server.poll() is None, "kernelkit serve exited"
+        asyncio.run(run_load(url, shape, make_workload(8, float("inf"), config["vocab_size"], (16, 16), (8, 8))))
+        for rate in (2.0, 8.0, 32.0, float("inf")):  # 100 requests each: about 90 s per model at these rates
+            workload = make_workload(100, rate, config["vocab_size"], (100, 1024), (100, 512), seed=1)
+            metrics = asyncio.run(run_load(url, shape, workload))
+            record("serve_online", {"model": shape + (" fp8-block" if fp8 else " bf16")} | table_row(rate, metrics))
+    finally:
+        server.terminate()
+        server.wait(timeout=120)

@@ -77,5 +77,8 @@ def test_config_lookup(tmp_path, monkeypatch):
              "num_stages": 4}
     (tmp_path / name).write_text(json.dumps({"1": tuned, "1024": tuned | {"BLOCK_SIZE_M": 128}}))
     configs._load.cache_clear()
-    assert configs.get_config(8, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 32
+    assert configs.get_config(4, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 32
     assert configs.get_config(900, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 128
+    # no tuned entry within 4x of M: the default, not a decode config stretched over a prefill
+    assert configs.get_config(64, 4096, 4096, "NVIDIA H200", (128, 128)) == configs.default_config(64, (128, 128))
+    assert configs.get_config(8192, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 128

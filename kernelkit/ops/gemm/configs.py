@@ -3,13 +3,15 @@
 Tuned configs live in ``configs/`` as JSON files named like sglang's:
 ``N={N},K={K},device_name={name},dtype=fp8_w8a8,block_shape=[{bn}, {bk}].json``, each mapping a batch size M
 to {BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K, GROUP_SIZE_M, num_warps, num_stages}. For a given M the entry
-with the nearest key is used. With no file for the shape and device, ``default_config`` applies.
+whose key is nearest on a log scale is used, if it is within 4x of M (a decode config is no prefill config).
+Otherwise, or with no file for the shape and device, ``default_config`` applies.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 from pathlib import Path
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -29,19 +31,28 @@ def _load(path: Path) -> dict[int, dict] | None:
 
 
 def default_config(m: int, block_size: tuple[int, int]) -> dict:
-    """A reasonable config when nothing is tuned: narrow M tiles for decode, square tiles for prefill."""
-    block_m = 16 if m <= 16 else 32 if m <= 32 else 64
-    return {"BLOCK_SIZE_M": block_m, "BLOCK_SIZE_N": block_size[0], "BLOCK_SIZE_K": block_size[1],
-            "GROUP_SIZE_M": 1 if m <= 64 else 8, "num_warps": 4, "num_stages": 3}
+    """Untuned shapes: narrow N tiles and deep pipelines for decode, where streaming the weights is the whole cost
+    (the tuned H200 winners at M <= 16), 128 x 128 tiles on 8 warps for prefill (the tuned winner at M = 4096)."""
+    if m <= 16:
+        return {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": block_size[1], "GROUP_SIZE_M": 1,
+                "num_warps": 2, "num_stages": 6}
+    if m <= 256:
+        return {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": block_size[0], "BLOCK_SIZE_K": block_size[1], "GROUP_SIZE_M": 8,
+                "num_warps": 4, "num_stages": 3}
+    return {"BLOCK_SIZE_M": 128, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": block_size[1], "GROUP_SIZE_M": 8,
+            "num_warps": 8, "num_stages": 3}
 
 
 def get_config(m: int, n: int, k: int, device_name: str, block_size: tuple[int, int]) -> dict:
-    """The tuned config nearest to M for (N, K, device, block), else ``default_config``."""
+    """The tuned config nearest to M (within 4x) for (N, K, device, block), else ``default_config``."""
     path = CONFIG_DIR / config_file_name(n, k, device_name, block_size)
     table = _load(path)
     if not table:
         return default_config(m, block_size)
-    config = table[min(table, key=lambda key: abs(key - m))]
+    near = [key for key in table if max(key, m) <= 4 * max(1, min(key, m))]  # within 4x of M
+    if not near:
+        return default_config(m, block_size)
+    config = table[min(near, key=lambda key: abs(math.log(max(key, 1) / max(m, 1))))]
     if config.get("BLOCK_SIZE_K", block_size[1]) != block_size[1]:
         raise ValueError(f"{path.name}: BLOCK_SIZE_K must equal the quantization block {block_size[1]}")
     return config
