@@ -3,7 +3,7 @@
 #   scripts/gpu_check.sh tests   - the tests that exercise the GPU (every kernel vs its torch reference, the engine
 #                                  with its Triton kernels), SASS checks. TESTS=... and PYTEST_K=... narrow it.
 #   scripts/gpu_check.sh bench   - benches/ (quantizers, GEMM, JIT compile/load, serving); tables under $OUT
-#                                  BENCHES=benches/bench_serve.py narrows it.
+#                                  BENCHES=benches/bench_serve.py and PYTEST_K=... narrow it.
 #   scripts/gpu_check.sh tune    - tune the Triton block-FP8 GEMM; configs under $OUT (commit them).
 #                                  TUNE_ARGS="7168,16384 --m 4096" narrows it.
 # Carry .whl and .whl-cute (../shared/device/fetch-wheels.sh fetches them); for the serving benches carry .whl and
@@ -17,6 +17,19 @@ shopt -s nullglob
 wheels=(.whl/*.whl .whl-cute/*.whl .whl-serve/*.whl)
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "${wheels[@]}" 2>&1 | grep -v WARNING
 export PYTHONPATH="$PWD/scripts/gpu:$PWD" PYTHONUNBUFFERED=1
+# kernelkit runs uninstalled from the working tree here; give it the metadata an install would, so its entry
+# points (the built-in schemes in the kernelkit.quant group) are found
+python3 - <<'PY'
+import pathlib, re, tomllib
+project = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]
+version = re.search(r'__version__ = "([^"]+)"', pathlib.Path("kernelkit/__init__.py").read_text())[1]
+meta = pathlib.Path(f"/tmp/site/kernelkit-{version}.dist-info")
+meta.mkdir(parents=True, exist_ok=True)
+(meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: kernelkit\nVersion: {version}\n")
+(meta / "entry_points.txt").write_text("".join(
+    f"[{group}]\n" + "".join(f"{name} = {target}\n" for name, target in eps.items()) + "\n"
+    for group, eps in project["entry-points"].items()))
+PY
 export KERNELKIT_CACHE_DIR=/tmp/kk-cache KERNELKIT_MAX_JOBS=16 KERNELKIT_BENCH_OUT="$OUT"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
 python3 -m kernelkit info 2>&1 | tee "$OUT/info.txt" | tail -n 25
@@ -81,7 +94,7 @@ case "$mode" in
         python3 scripts/profile_quant.py > "$OUT/ncu.txt" 2>&1
       grep -E "Memory Throughput|DRAM Throughput|Duration|Achieved Occupancy|Registers Per" "$OUT/ncu.txt"
     fi
-    timeout -s INT ${LIMIT_S:-570} python3 -m pytest ${BENCHES:-benches} -m "${BENCH_MARK:-not slow}" -q -p no:cacheprovider --benchmark-disable-gc \
+    timeout -s INT ${LIMIT_S:-570} python3 -m pytest ${BENCHES:-benches} ${PYTEST_K:+-k "$PYTEST_K"} -m "${BENCH_MARK:-not slow}" -q -p no:cacheprovider --benchmark-disable-gc \
       --benchmark-json="$OUT/bench.json" 2>&1 \
       | tee "$OUT/bench.txt" | tail -n 80 ;;
 esac
