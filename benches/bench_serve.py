@@ -12,7 +12,6 @@ Run: ``pytest benches/bench_serve.py`` on a GPU; tables land in $KERNELKIT_BENCH
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import random
 import socket
@@ -227,10 +226,10 @@ def bench_online_load(record, tmp_path, shape, fp8):
             except httpx.HTTPError:
                 time.sleep(0.5)
             assert server.poll() is None, "kernelkit serve exited"
-        asyncio.run(run_load(url, shape, make_workload(8, float("inf"), config["vocab_size"], (16, 16), (8, 8))))
+        run_load(url, shape, make_workload(8, float("inf"), config["vocab_size"], (16, 16), (8, 8)))
         for rate in (2.0, 8.0, 32.0, float("inf")):  # 100 requests each: about 90 s per model at these rates
             workload = make_workload(100, rate, config["vocab_size"], (100, 1024), (100, 512), seed=1)
-            metrics = asyncio.run(run_load(url, shape, workload))
+            metrics = run_load(url, shape, workload)
             record("serve_online", {"model": shape + (" fp8-block" if fp8 else " bf16")} | table_row(rate, metrics))
     finally:
         server.terminate()

@@ -1,7 +1,8 @@
 """Online serving load generator: the official ``openai`` client against any OpenAI-compatible server.
 
 Requests arrive as a Poisson process at each given rate (``inf``: all at once), each a streamed
-``/v1/completions`` call with a random token-id prompt, ``ignore_eos`` and ``stream_options.include_usage``.
+``/v1/completions`` call with a random token-id prompt, ``ignore_eos`` and ``stream_options.include_usage``,
+sent from several client processes so that the client's own Python does not limit what is measured.
 Metrics follow sglang's ``bench_serving`` and vLLM's ``benchmark_serving`` conventions:
 
 - TTFT: request sent to first streamed chunk, ms;
@@ -11,14 +12,17 @@ Metrics follow sglang's ``bench_serving`` and vLLM's ``benchmark_serving`` conve
 - output throughput: all output tokens (from ``usage``) / wall time of the run, tok/s; request throughput, req/s.
 
 Run: ``python benches/serve_load.py --base-url http://127.0.0.1:8000 --model NAME --vocab-size 49152
---rates 1,4,16,inf``; ``bench_serve.py::bench_online_load`` starts ``kernelkit serve`` and calls :func:`run_load`.
+--rates 1,4,16,inf [--workers 8]``; ``bench_serve.py::bench_online_load`` starts ``kernelkit serve`` and calls
+:func:`run_load`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import math
+import multiprocessing
 import random
 import time
 from dataclasses import dataclass, field
@@ -65,15 +69,15 @@ def make_workload(num_prompts: int, rate: float, vocab_size: int, input_len: tup
     return Workload(prompts, max_tokens, list(np.cumsum(gaps) - gaps[0]))
 
 
-async def _one(client, model: str, prompt: list[int], max_tokens: int, t0: float) -> RequestRecord:
-    record = RequestRecord(len(prompt), time.perf_counter() - t0)
+async def _one(client, model: str, prompt: list[int], max_tokens: int, start: float) -> RequestRecord:
+    record = RequestRecord(len(prompt), time.time() - start)
     try:
         stream = await client.completions.create(
             model=model, prompt=prompt, max_tokens=max_tokens, temperature=0.0, stream=True,
             stream_options={"include_usage": True}, extra_body={"ignore_eos": True})
         async for chunk in stream:
             if chunk.choices:
-                record.chunk_times.append(time.perf_counter() - t0)
+                record.chunk_times.append(time.time() - start)
             if chunk.usage is not None:
                 record.output_tokens = chunk.usage.completion_tokens
         if not record.chunk_times or record.output_tokens == 0:
@@ -83,23 +87,43 @@ async def _one(client, model: str, prompt: list[int], max_tokens: int, t0: float
     return record
 
 
-async def run_load(base_url: str, model: str, workload: Workload, api_key: str = "unused") -> dict:
-    """Send ``workload`` to ``base_url`` (``.../v1`` is appended) and return :func:`summarize`'s metrics."""
+async def _client_loop(base_url: str, model: str, workload: Workload, indices: list[int], api_key: str,
+                       start: float) -> list[RequestRecord]:
     import openai
 
     client = openai.AsyncOpenAI(base_url=f"{base_url.rstrip('/')}/v1", api_key=api_key, max_retries=0,
                                 timeout=3600)
-    t0 = time.perf_counter()
 
     async def delayed(i: int) -> RequestRecord:
-        await asyncio.sleep(max(0.0, workload.arrivals[i] - (time.perf_counter() - t0)))
-        return await _one(client, model, workload.prompts[i], workload.max_tokens[i], t0)
+        await asyncio.sleep(max(0.0, start + workload.arrivals[i] - time.time()))
+        return await _one(client, model, workload.prompts[i], workload.max_tokens[i], start)
 
     try:
-        records = await asyncio.gather(*(delayed(i) for i in range(len(workload.prompts))))
-        duration = time.perf_counter() - t0
+        return await asyncio.gather(*(delayed(i) for i in indices))
     finally:
         await client.close()
+
+
+def _client_process(*args) -> list[RequestRecord]:
+    return asyncio.run(_client_loop(*args))
+
+
+def run_load(base_url: str, model: str, workload: Workload, api_key: str = "unused", workers: int = 8) -> dict:
+    """Send ``workload`` to ``base_url`` (``.../v1`` is appended) and return :func:`summarize`'s metrics.
+
+    Requests are dealt round-robin to ``workers`` client processes, each with its own event loop, so that
+    parsing the streams (the ``openai`` client costs tens of µs of Python per chunk) does not throttle the
+    server being measured. All share one wall-clock start, a second after the processes are launched.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    workers = max(1, min(workers, len(workload.prompts)))
+    start = time.time() + 1.0 + 0.25 * workers  # every process imported and waiting by then
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        parts = [pool.submit(_client_process, base_url, model, workload, list(range(w, len(workload.prompts),
+                                                                                      workers)), api_key, start)
+                 for w in range(workers)]
+        records = [r for part in parts for r in part.result()]
+    duration = max((r.chunk_times[-1] if r.chunk_times else r.sent) for r in records)
     return summarize(records, duration)
 
 
@@ -151,13 +175,15 @@ def _range(text: str) -> tuple[int, int]:
 @click.option("--output-len", default="100-1024", show_default=True, help="max_tokens, LO-HI")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--api-key", default="unused", envvar="OPENAI_API_KEY")
+@click.option("--workers", default=8, show_default=True, help="client processes the requests are spread over")
 @click.option("--json-out", type=click.Path(dir_okay=False), default=None, help="also write all metrics as JSON")
-def main(base_url, model, vocab_size, rates, num_prompts, input_len, output_len, seed, api_key, json_out) -> None:
+def main(base_url, model, vocab_size, rates, num_prompts, input_len, output_len, seed, api_key, workers,
+         json_out) -> None:
     """Poisson-arrival load against an OpenAI-compatible server; prints a markdown table per rate."""
     results, rows = [], []
     for rate in (float(r) for r in rates.split(",")):
         workload = make_workload(num_prompts, rate, vocab_size, _range(input_len), _range(output_len), seed)
-        metrics = asyncio.run(run_load(base_url, model, workload, api_key))
+        metrics = run_load(base_url, model, workload, api_key, workers)
         results.append({"rate": rate} | metrics)
         rows.append(table_row(rate, metrics))
         if metrics["errors"]:

@@ -4,6 +4,7 @@ TRITON_INTERPRET must be set before any ``@triton.jit`` decorator runs, hence he
 import kernelkit's Triton kernels. Every session compiles into its own kernel cache.
 """
 
+import logging
 import os
 
 import pytest
@@ -46,3 +47,11 @@ def smollm2(tmp_path_factory):
         return made[kind]
 
     return get
+
+
+@pytest.fixture
+def kernelkit_logs(monkeypatch, caplog):
+    """caplog for kernelkit's logger, which does not propagate to the root logger outside tests."""
+    monkeypatch.setattr(logging.getLogger("kernelkit"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="kernelkit")
+    return caplog

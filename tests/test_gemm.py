@@ -82,3 +82,40 @@ def test_config_lookup(tmp_path, monkeypatch):
     # no tuned entry within 4x of M: the default, not a decode config stretched over a prefill
     assert configs.get_config(64, 4096, 4096, "NVIDIA H200", (128, 128)) == configs.default_config(64, (128, 128))
     assert configs.get_config(8192, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 128
+
+
+def test_cublas_probe_classes_and_fallbacks(monkeypatch, kernelkit_logs):
+    """The cuBLAS path's bookkeeping, with torch._scaled_mm replaced: it refuses unaligned scale columns (as
+    cuBLAS did on an H200 at M = 2) and disagrees with the reference for N = 256. A refusal or disagreement
+    returns the checked (Triton) result and retires that class only; agreeing classes go straight through."""
+    from kernelkit.ops.gemm import scaled_mm
+
+    def fake(a, b, a_s, b_s, out_dtype):
+        if a_s.stride(1) % 4:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_NOT_SUPPORTED")
+        out = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, (128, 128), out_dtype)
+        return out + 1 if b.shape[0] == 256 else out
+
+    monkeypatch.setattr(scaled_mm, "_scaled_mm", fake)
+    monkeypatch.setattr(scaled_mm, "_verdicts", {})
+    calls = []
+
+    def run(m, n):
+        (a, b, a_s, b_s), _, _ = _operands(m, n, 256, seed=m)
+        ref = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, (128, 128), torch.float32)
+        check = lambda: calls.append(m) or ref  # noqa: E731
+        out = scaled_mm.matmul(a, b, a_s, b_s, (128, 128), torch.float32, check)
+        assert torch.equal(out, ref)
+        return scaled_mm._class(a, b, a_s, (128, 128))
+
+    aligned = run(4, 128)
+    assert scaled_mm._verdicts == {aligned: True} and calls == [4]
+    run(8, 128)  # same class: no second check
+    assert calls == [4]
+    unaligned = run(2, 128)
+    assert scaled_mm._verdicts[unaligned] is False and calls == [4, 2]
+    assert "unsupported for M=2 N=128 K=256" in kernelkit_logs.text
+    wrong = run(4, 256)
+    assert scaled_mm._verdicts[wrong] is False and "disagrees" in kernelkit_logs.text
+    (a, b, a_s, _), _, _ = _operands(2, 128, 256)
+    assert scaled_mm.unsupported(a, b, a_s, (128, 128)) == "probed earlier: unsupported or wrong for this shape class"

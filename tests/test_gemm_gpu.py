@@ -11,7 +11,8 @@ from kernelkit.quant.fp8_block.format import quantize_weight
 from kernelkit.quant.fp8_block.linear import Fp8BlockLinear
 
 pytestmark = pytest.mark.gpu
-SHAPES = [(1, 4096, 4096), (16, 2112, 7168), (64, 576, 1536), (300, 1536, 576), (4096, 4096, 14336)]
+SHAPES = [(1, 4096, 4096), (4, 4096, 4096), (2, 4096, 4096), (16, 2112, 7168), (37, 2112, 7168), (64, 576, 1536),
+          (300, 1536, 576), (4096, 4096, 14336)]
 
 
 def _operands(m, n, k, seed=0):
@@ -43,7 +44,7 @@ def test_dispatch_matches_reference_and_probes_cublas_once(m, n, k):
         torch.testing.assert_close(out.float(), ref, rtol=1e-2, atol=1e-2)
     assert last_used()["w8a8_block_fp8_matmul"] in ("cublas", "triton")
     if k % 128 == 0 and n % 16 == 0:
-        assert scaled_mm._class(a, b, (128, 128)) in scaled_mm._verdicts
+        assert scaled_mm._class(a, b, a_s, (128, 128)) in scaled_mm._verdicts
 
 
 def test_linear_on_gpu_matches_cpu_and_runs_in_graphs_and_compile():

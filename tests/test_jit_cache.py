@@ -30,13 +30,6 @@ def fresh_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-@pytest.fixture
-def kernelkit_logs(monkeypatch, caplog):
-    monkeypatch.setattr(logging.getLogger("kernelkit"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="kernelkit")
-    return caplog
-
-
 def test_same_inputs_hit_the_cache(fresh_cache, kernelkit_logs):
     path, built = ensure_built(SPEC, SM90A)
     assert built and path.is_relative_to(fresh_cache / "sm_90a" / "nvrtc")

@@ -86,8 +86,7 @@ class AsyncEngine:
                 except queue.Empty:
                     command = None
             if self.engine.has_unfinished():
-                for out in self.engine.step():
-                    self._deliver(out)
+                self._deliver(self.engine.step())
             self.metrics.observe_engine(self.engine)
 
     def _apply(self, command) -> None:
@@ -105,10 +104,20 @@ class AsyncEngine:
         elif command[0] == "abort":
             self.engine.abort(command[1])
 
-    def _deliver(self, out: RequestOutput) -> None:
-        stream = self._streams.get(out.request_id)
-        if stream is None:
-            return
-        loop, out_queue, started = stream
-        self.metrics.observe_output(out, started)
-        loop.call_soon_threadsafe(out_queue.put_nowait, out)
+    def _deliver(self, outs: list[RequestOutput]) -> None:
+        """Hand one step's outputs to their event loops: one wake-up per loop per step, not one per token."""
+        batches: dict[asyncio.AbstractEventLoop, list] = {}
+        for out in outs:
+            stream = self._streams.get(out.request_id)
+            if stream is None:
+                continue
+            loop, out_queue, started = stream
+            self.metrics.observe_output(out, started)
+            batches.setdefault(loop, []).append((out_queue, out))
+        for loop, items in batches.items():
+            loop.call_soon_threadsafe(_put_all, items)
+
+
+def _put_all(items: list[tuple[asyncio.Queue, RequestOutput]]) -> None:
+    for out_queue, out in items:
+        out_queue.put_nowait(out)
