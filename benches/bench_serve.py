@@ -227,8 +227,10 @@ def bench_online_load(record, tmp_path, shape, fp8):
                 time.sleep(0.5)
             assert server.poll() is None, "kernelkit serve exited"
         run_load(url, shape, make_workload(8, float("inf"), config["vocab_size"], (16, 16), (8, 8)))
-        for rate in (2.0, 8.0, 32.0, float("inf")):  # 100 requests each: about 90 s per model at these rates
-            workload = make_workload(100, rate, config["vocab_size"], (100, 1024), (100, 512), seed=1)
+        # 100 requests each: about 90 s per model at these rates; new prompts per rate (the same prompts would
+        # be prefix-cache hits from the second rate on)
+        for seed, rate in enumerate((2.0, 8.0, 32.0, float("inf")), start=1):
+            workload = make_workload(100, rate, config["vocab_size"], (100, 1024), (100, 512), seed=seed)
             metrics = run_load(url, shape, workload)
             record("serve_online", {"model": shape + (" fp8-block" if fp8 else " bf16")} | table_row(rate, metrics))
     finally:
