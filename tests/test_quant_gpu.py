@@ -6,6 +6,7 @@ import torch
 from quant_cases import DST, DTYPES, assert_same_q, assert_same_scales, make_x
 
 from kernelkit import ops
+from kernelkit.jit import BackendUnavailable
 from kernelkit.ops.dispatch import last_used
 from kernelkit.ops.quant import cuda_impl, layouts, reference
 from kernelkit.ops.quant.ops import GROUP_IMPLS, TENSOR_IMPLS
@@ -108,7 +109,10 @@ def test_per_tensor_fp8_static(impl, dtype, m, h):
     x = make_x(m, h, dtype, "cuda", seed=m, specials=m > 4)
     scale = torch.tensor([0.05], device="cuda")
     q = torch.empty(x.shape, dtype=torch.float8_e4m3fn, device="cuda")
-    run(x, q, scale, 1e-10, False)
+    try:
+        run(x, q, scale, 1e-10, False)
+    except BackendUnavailable as e:  # e.g. the CuTe DSL is not installed
+        pytest.skip(str(e))
     assert_same_q(q.cpu(), reference.per_tensor_quant_fp8_ref(x.cpu(), scale.cpu())[0])
 
 
