@@ -1,5 +1,5 @@
 """GPU: the block-FP8 GEMM backends against the reference, Fp8BlockLinear under torch.compile and CUDA graphs,
-and transformers' FineGrainedFP8 reading our checkpoints. Skipped without a GPU."""
+and transformers' FineGrainedFP8 reading a checkpoint converted on the GPU. Skipped without a GPU."""
 
 import pytest
 import torch
@@ -66,3 +66,26 @@ def test_linear_on_gpu_matches_cpu_and_runs_in_graphs_and_compile():
         static_y = gpu_layer(static_x)
     graph.replay()
     torch.testing.assert_close(static_y, y_gpu)
+
+
+def test_transformers_finegrained_fp8_reads_a_gpu_conversion_and_matches_our_model(tmp_path):
+    """transformers' FineGrainedFP8 (its own Triton kernels, W8A8 with dynamic per-token-group activations, as
+    ours) loads a checkpoint `kernelkit convert` quantized on the GPU; its logits match the Fp8BlockLinear
+    model's. 64 x 64 blocks: transformers needs K to be a multiple of the activation group, and the tiny
+    model's 192 is not one of 128."""
+    from tiny_llama import write_tiny_model
+    from transformers import AutoModelForCausalLM
+
+    from kernelkit.convert import convert
+    from kernelkit.eval.load import load_causal_lm
+
+    dst = convert(write_tiny_model(tmp_path / "src"), tmp_path / "fp8", scheme_options={"block_size": (64, 64)},
+                  progress=False)
+    theirs = AutoModelForCausalLM.from_pretrained(dst, dtype=torch.bfloat16, device_map="cuda").eval()
+    assert sum("FP8" in type(m).__name__ for m in theirs.modules()) == 2 * 7
+    ours = load_causal_lm(dst, dtype=torch.bfloat16, device="cuda")
+    ids = torch.randint(2, 300, (3, 41), device="cuda", generator=torch.Generator(device="cuda").manual_seed(0))
+    with torch.no_grad():
+        a, b = theirs(ids).logits.float(), ours(ids).logits.float()
+    assert ((a - b).norm() / a.norm()).item() < 2e-2
+    assert (a.argmax(-1) == b.argmax(-1)).float().mean().item() > 0.95
