@@ -3,6 +3,7 @@ and transformers' FineGrainedFP8 reading a checkpoint converted on the GPU. Skip
 
 import pytest
 import torch
+from hf_checks import assert_same_dequantized_weights
 
 from kernelkit.ops import per_token_group_quant_fp8, w8a8_block_fp8_matmul
 from kernelkit.ops.dispatch import last_used
@@ -93,19 +94,12 @@ def test_transformers_dequantizes_a_gpu_conversion_to_our_weights(gpu_converted)
     from transformers import AutoModelForCausalLM, FineGrainedFP8Config
 
     from kernelkit.eval.load import load_causal_lm
-    from kernelkit.quant.fp8_block.format import dequantize_weight
 
     theirs = AutoModelForCausalLM.from_pretrained(
         gpu_converted, dtype=torch.float32, device_map="cuda",
         quantization_config=FineGrainedFP8Config(weight_block_size=(64, 64), dequantize=True)).eval()
     ours = load_causal_lm(gpu_converted, dtype=torch.bfloat16, device="cuda")
-    checked = 0
-    for name, module in ours.named_modules():
-        if hasattr(module, "weight_scale_inv"):
-            mine = dequantize_weight(module.weight, module.weight_scale_inv, module.block_size)
-            assert torch.equal(theirs.get_submodule(name).weight.float(), mine), name
-            checked += 1
-    assert checked == 2 * 7
+    assert assert_same_dequantized_weights(theirs, ours) == 2 * 7
     a, b = _logits(theirs), _logits(ours)
     assert ((a - b).norm() / a.norm()).item() < 0.1
 

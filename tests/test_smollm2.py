@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from hf_checks import assert_same_dequantized_weights
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from kernelkit.cli import main
@@ -68,13 +69,7 @@ def test_transformers_reads_our_fp8_block_checkpoint(converted):
     Fp8BlockLinear also quantizes activations: weights must agree exactly, logits up to activation rounding."""
     theirs = AutoModelForCausalLM.from_pretrained(converted["fp8-64"], dtype=torch.float32).float().eval()
     ours, tokenizer = load_causal_lm(converted["fp8-64"]), AutoTokenizer.from_pretrained(converted["fp8-64"])
-    checked = 0
-    for name, module in ours.named_modules():
-        if hasattr(module, "weight_scale_inv"):
-            mine = dequantize_weight(module.weight, module.weight_scale_inv, module.block_size)
-            assert torch.equal(theirs.get_submodule(name).weight.float(), mine), name
-            checked += 1
-    assert checked == 30 * 7
+    assert assert_same_dequantized_weights(theirs, ours) == 30 * 7
     ids = tokenizer(" ".join(PROMPTS), return_tensors="pt").input_ids
     with torch.no_grad():
         a, b = theirs(ids).logits, ours(ids).logits
