@@ -1,9 +1,13 @@
-"""The Triton paged-attention kernel against the torch backend (Triton's interpreter without a GPU): decode
-rows, a whole prefill, a prefill chunk after cached context, GQA, scattered blocks."""
+"""The Triton paged-attention kernels against the torch backend (Triton's interpreter without a GPU): decode
+rows (split-KV kernel, ranges of the context empty or not), a whole prefill, a prefill chunk after cached
+context, GQA with padded head groups, scattered blocks; and the ``kernelkit::paged_attention`` op."""
 
 import pytest
 import torch
 
+from kernelkit.ops.attention import triton_impl
+from kernelkit.ops.attention.ops import paged_attention
+from kernelkit.ops.attention.reference import paged_attention_ref
 from kernelkit.serve.attention.backend import AttentionMetadata
 from kernelkit.serve.attention.torch_backend import TorchPagedAttention
 from kernelkit.serve.attention.triton_backend import TritonPagedAttention
@@ -37,13 +41,14 @@ def _to(device, *xs):
     return [x.to(device) for x in xs]
 
 
-@pytest.mark.parametrize("q_ctx", [
-    [(1, 37), (1, 1), (1, 16)],                 # decode
-    [(20, 20), (33, 33)],                       # whole prefills
-    [(7, 50), (12, 44), (1, 90)],               # chunks after cached context (chunked prefill, prefix hits)
+@pytest.mark.parametrize("q_ctx, heads, kv_heads, num_blocks", [
+    ([(1, 37), (1, 1), (1, 16)], 4, 2, 40),           # decode: 64 context ranges per head, most of them empty
+    ([(1, 700), (1, 333)], 6, 2, 80),                 # decode, long contexts, GQA group of 3 (padded to 16)
+    ([(20, 20), (33, 33)], 4, 2, 40),                 # whole prefills
+    ([(7, 50), (12, 44), (1, 90)], 4, 2, 40),         # chunks after cached context (chunked prefill, prefix hits)
 ])
-def test_triton_matches_torch_backend(q_ctx):
-    q, k, v, cache, meta = _scenario(q_ctx)
+def test_triton_matches_torch_backend(q_ctx, heads, kv_heads, num_blocks):
+    q, k, v, cache, meta = _scenario(q_ctx, heads=heads, kv_heads=kv_heads, num_blocks=num_blocks)
     ref_cache = cache.clone()
     ref = TorchPagedAttention().forward(q, k, v, ref_cache, meta, 0.125)
     meta_d = AttentionMetadata(*_to(DEVICE, meta.query_start_loc, meta.context_lens, meta.block_tables,
@@ -58,3 +63,24 @@ def test_small_blocks_are_refused():
     q, k, v, cache, meta = _scenario([(1, 8)], block=8)
     with pytest.raises(ValueError, match="block_size >= 16"):
         TritonPagedAttention().forward(q, k, v, cache, meta, 0.1)
+
+
+def test_decode_splits_depend_on_the_batch_shape_only():
+    assert [triton_impl.decode_splits(b, 8) for b in (1, 4, 64, 256)] == [64, 16, 1, 1]
+    assert triton_impl.decode_splits(3, 3) == 64  # 512 // 9 = 56 -> next power of two, capped
+
+
+def test_op_on_cpu_matches_reference_checks_arguments_and_compiles():
+    q, k, v, cache, meta = _scenario([(3, 40), (1, 17)])
+    TorchPagedAttention().forward(q, k, v, cache, meta, 0.125)  # writes the new K/V
+    args = (q, cache, meta.block_tables, meta.query_start_loc, meta.context_lens)
+    ref = paged_attention_ref(*args, 0.125)
+    assert torch.equal(paged_attention(*args, 0.125, meta.max_query_len), ref)
+    compiled = torch.compile(paged_attention, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(*args, 0.125, meta.max_query_len), ref)
+    with pytest.raises(ValueError, match="multiple of KVH"):
+        paged_attention(q[:, :3], cache, *args[2:], 0.125, 3)
+    with pytest.raises(ValueError, match="int32"):
+        paged_attention(q, cache, meta.block_tables.long(), *args[3:], 0.125, 3)
+    with pytest.raises(ValueError, match="kv_cache is torch.float16"):
+        paged_attention(q, cache.half(), *args[2:], 0.125, 3)
