@@ -48,7 +48,11 @@ def _to(device, *xs):
     ([(7, 50), (12, 44), (1, 90)], 4, 2, 40),         # chunks after cached context (chunked prefill, prefix hits)
 ])
 def test_triton_matches_torch_backend(q_ctx, heads, kv_heads, num_blocks):
-    q, k, v, cache, meta = _scenario(q_ctx, heads=heads, kv_heads=kv_heads, num_blocks=num_blocks)
+    _check_against_torch(q_ctx, heads=heads, kv_heads=kv_heads, num_blocks=num_blocks)
+
+
+def _check_against_torch(q_ctx, **scenario):
+    q, k, v, cache, meta = _scenario(q_ctx, **scenario)
     ref_cache = cache.clone()
     ref = TorchPagedAttention().forward(q, k, v, ref_cache, meta, 0.125)
     meta_d = AttentionMetadata(*_to(DEVICE, meta.query_start_loc, meta.context_lens, meta.block_tables,
@@ -84,3 +88,10 @@ def test_op_on_cpu_matches_reference_checks_arguments_and_compiles():
         paged_attention(q, cache, meta.block_tables.long(), *args[3:], 0.125, 3)
     with pytest.raises(ValueError, match="kv_cache is torch.float16"):
         paged_attention(q, cache.half(), *args[2:], 0.125, 3)
+
+
+@pytest.mark.parametrize("programs", [1, 12])  # one context range per (sequence, KV head); two
+def test_decode_with_few_context_ranges(monkeypatch, programs):
+    monkeypatch.setattr(triton_impl, "DECODE_PROGRAMS", programs)
+    assert triton_impl.decode_splits(3, 2) == (1 if programs == 1 else 2)
+    _check_against_torch([(1, 37), (1, 1), (1, 60)])
