@@ -181,8 +181,12 @@ def main(base_url, model, vocab_size, rates, num_prompts, input_len, output_len,
          json_out) -> None:
     """Poisson-arrival load against an OpenAI-compatible server; prints a markdown table per rate."""
     results, rows = [], []
-    for rate in (float(r) for r in rates.split(",")):
-        workload = make_workload(num_prompts, rate, vocab_size, _range(input_len), _range(output_len), seed)
+    try:  # malformed numbers, or a workload make_workload refuses
+        workloads = [(rate, make_workload(num_prompts, rate, vocab_size, _range(input_len), _range(output_len), seed))
+                     for rate in (float(r) for r in rates.split(","))]
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    for rate, workload in workloads:
         metrics = run_load(base_url, model, workload, api_key, workers)
         results.append({"rate": rate} | metrics)
         rows.append(table_row(rate, metrics))

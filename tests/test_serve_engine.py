@@ -5,8 +5,10 @@ import random
 
 import pytest
 import torch
+from click.testing import CliRunner
 from tiny_llama import write_tiny_model
 
+from kernelkit.cli import main
 from kernelkit.serve import LLM, RequestError, SamplingParams
 from kernelkit.serve.block_manager import BlockManager
 from kernelkit.serve.detokenizer import IncrementalDetokenizer
@@ -162,6 +164,9 @@ def test_request_errors(tiny):
 def test_a_kv_budget_below_one_block_is_a_clear_error(tiny):
     with pytest.raises(ValueError, match="no room for a KV cache: kv_cache_memory=100 bytes"):
         LLM(tiny, kv_cache_memory=100)
+    out = CliRunner().invoke(main, ["generate", "--model", str(tiny), "--device", "cpu", "--kv-cache-memory", "100",
+                                    "hi"])
+    assert out.exit_code == 1 and "Error: no room for a KV cache" in out.output and "Traceback" not in out.output
 
 
 def test_stop_conditions_and_logprobs(tiny):

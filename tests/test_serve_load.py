@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from serve_process import start_server
 from tiny_llama import write_tiny_model
 
@@ -49,6 +50,13 @@ def test_poisson_arrivals_and_lengths():
         with pytest.raises(ValueError, match="bad workload"):
             serve_load.make_workload(**({"num_prompts": 3, "rate": 1.0, "vocab_size": 300, "input_len": (1, 2),
                                          "output_len": (1, 2)} | bad))
+
+
+@pytest.mark.parametrize("args, message", [(["--rates", "0"], "bad workload"), (["--rates", "abc"], "'abc'"),
+                                           (["--input-len", "5-x"], "'x'")])
+def test_cli_bad_input_is_a_usage_error(args, message):
+    out = CliRunner().invoke(serve_load.main, ["--model", "m", "--vocab-size", "10", *args])
+    assert out.exit_code == 2 and message in out.output  # a click usage error, not a traceback (exit code 1)
 
 
 @pytest.mark.slow

@@ -39,6 +39,17 @@ def _config(model, dtype, device, max_num_seqs, max_num_batched_tokens, max_mode
                         enforce_eager=enforce_eager)
 
 
+def _load_engine(config: EngineConfig):
+    """The engine, or a one-line CLI error for what makes it impossible (unsupported architecture, unknown
+    quantization scheme, mismatched checkpoint, no room for a KV cache)."""
+    from kernelkit.serve.engine import LLMEngine
+
+    try:
+        return LLMEngine(config)
+    except (ValueError, LookupError) as e:
+        raise click.ClickException(str(e)) from None
+
+
 @click.command("serve")
 @_engine_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="bind address (loopback unless told)")
@@ -50,7 +61,7 @@ def serve_cmd(host, port, api_key, served_model_name, max_pending, **engine) -> 
     """Serve MODEL over an OpenAI-compatible HTTP API."""
     from kernelkit.serve.server import serve
 
-    serve(_config(**engine), host, port, api_key, served_model_name, max_pending)
+    serve(_load_engine(_config(**engine)), host, port, api_key, served_model_name, max_pending)
 
 
 @click.command("generate")
@@ -65,7 +76,7 @@ def serve_cmd(host, port, api_key, served_model_name, max_pending, **engine) -> 
 @click.option("--raw", is_flag=True, help="use PROMPT as is instead of a chat turn through the chat template")
 def generate_cmd(prompt, max_tokens, temperature, top_p, top_k, min_p, seed, raw, **engine) -> None:
     """Generate from PROMPT, streaming the text to the terminal."""
-    from kernelkit.serve.engine import LLMEngine, RequestError
+    from kernelkit.serve.engine import RequestError
     from kernelkit.serve.sampling import SamplingParams
 
     try:
@@ -73,7 +84,7 @@ def generate_cmd(prompt, max_tokens, temperature, top_p, top_k, min_p, seed, raw
                                 max_tokens=max_tokens, seed=seed)
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
-    llm = LLMEngine(_config(**engine))
+    llm = _load_engine(_config(**engine))
     text = prompt if raw or llm.tokenizer.chat_template is None else llm.tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
     try:

@@ -224,14 +224,12 @@ def _chat_logprobs(out: RequestOutput, tokenizer) -> dict:
                         for t, lp, top in out.logprobs]}
 
 
-def serve(config, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+def serve(llm_engine, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           served_model_name: str | None = None, max_pending: int = 256) -> None:
-    """Load the model and serve it with uvicorn until SIGINT/SIGTERM (which drains in-flight requests)."""
+    """Serve a loaded ``LLMEngine`` with uvicorn until SIGINT/SIGTERM (which drains in-flight requests)."""
     import uvicorn
 
-    from kernelkit.serve.engine import LLMEngine
-
-    engine = AsyncEngine(LLMEngine(config), max_pending)
-    name = served_model_name or config.model.rstrip("/").rsplit("/", 1)[-1]
+    engine = AsyncEngine(llm_engine, max_pending)
+    name = served_model_name or llm_engine.config.model.rstrip("/").rsplit("/", 1)[-1]
     uvicorn.run(create_app(engine, name, api_key), host=host, port=port, timeout_graceful_shutdown=None,
                 log_level="info")
