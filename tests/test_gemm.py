@@ -68,15 +68,26 @@ def test_bad_arguments(change, error, match):
         w8a8_block_fp8_matmul(*ops_, [128, 128], torch.int8)
 
 
-def test_config_lookup(tmp_path, monkeypatch):
+@pytest.fixture
+def config_dir(tmp_path, monkeypatch):
+    """An empty config directory in place of the shipped one; lookups cached from either never leak."""
     monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
+    configs._load.cache_clear()
+    configs.get_config.cache_clear()
+    yield tmp_path
+    configs._load.cache_clear()
+    configs.get_config.cache_clear()
+
+
+def test_config_lookup(config_dir):
     assert configs.get_config(16, 4096, 4096, "NVIDIA H200", (128, 128)) == configs.default_config(16, (128, 128))
     name = configs.config_file_name(4096, 4096, "NVIDIA H200", (128, 128))
     assert name == "N=4096,K=4096,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128].json"
     tuned = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 1, "num_warps": 4,
              "num_stages": 4}
-    (tmp_path / name).write_text(json.dumps({"1": tuned, "1024": tuned | {"BLOCK_SIZE_M": 128}}))
+    (config_dir / name).write_text(json.dumps({"1": tuned, "1024": tuned | {"BLOCK_SIZE_M": 128}}))
     configs._load.cache_clear()
+    configs.get_config.cache_clear()
     assert configs.get_config(4, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 32
     assert configs.get_config(900, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 128
     # no tuned entry within 4x of M: the default, not a decode config stretched over a prefill

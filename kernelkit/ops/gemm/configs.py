@@ -43,6 +43,7 @@ def default_config(m: int, block_size: tuple[int, int]) -> dict:
             "num_warps": 8, "num_stages": 3}
 
 
+@functools.lru_cache(maxsize=4096)  # called on every GEMM: file lookup and nearest-key search once per shape
 def get_config(m: int, n: int, k: int, device_name: str, block_size: tuple[int, int]) -> dict:
     """The tuned config nearest to M (within 4x) for (N, K, device, block), else ``default_config``."""
     path = CONFIG_DIR / config_file_name(n, k, device_name, block_size)

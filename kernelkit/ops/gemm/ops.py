@@ -45,8 +45,9 @@ def _cublas(a, b, a_scales, b_scales, block_size, output_dtype):
                             lambda: _triton(a, b, a_scales, b_scales, block_size, output_dtype))
 
 
-# cuBLAS first where its probe passed (1138 TFLOP/s at 8192^3 on an H200, ANCHORS.md); our Triton kernel covers
-# M = 1, ragged shapes and other block sizes. Order still to be confirmed by benches/bench_gemm.py.
+# cuBLAS first where its probe passed (from M = 16 it is 1.7-2x faster than our Triton kernel on an H200:
+# benches/RESULTS.md); our Triton kernel covers M = 1, unaligned scale columns, K not a multiple of 128 and
+# other block sizes.
 GEMM_IMPLS = (
     ("cublas", _cublas_unsupported, _cublas),
     ("triton", _never, _triton),
