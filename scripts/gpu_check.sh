@@ -6,6 +6,8 @@
 #                                  BENCHES=benches/bench_serve.py and PYTEST_K=... narrow it.
 #   scripts/gpu_check.sh tune    - tune the Triton block-FP8 GEMM; configs under $OUT (commit them).
 #                                  TUNE_ARGS="7168,16384 --m 4096" narrows it.
+#   scripts/gpu_check.sh profile - a batch-1 decode step of the Llama-3-8B-shaped engine, bf16 and fp8-block,
+#                                  eagerly: GPU kernels by time and host Python by time (scripts/profile_decode.py).
 # Carry .whl and .whl-cute (../shared/device/fetch-wheels.sh fetches them); for the serving benches carry .whl and
 # .whl-serve instead (scripts/fetch_serve_wheels.sh; .whl-cute does not fit beside it in 64 MiB).
 # Logs and tables go to $OUT. LIMIT_S caps pytest (SIGINT, so the tables gathered so far are still written).
@@ -81,6 +83,10 @@ case "$mode" in
   tune)
     timeout -s INT ${LIMIT_S:-570} python3 scripts/tune_gemm.py ${TUNE_ARGS:-} 2>&1 | tee -a "$OUT/tune.txt" | tail -n 40
     tar czf "$OUT/configs.tgz" -C kernelkit/ops/gemm configs ;;
+  profile)
+    for flag in "" --fp8; do
+      timeout -s INT ${LIMIT_S:-280} python3 scripts/profile_decode.py $flag --out "$OUT" 2>&1 | tail -n 45
+    done ;;
   tests)
     prebuild 2>&1 | tail -n 1
     gpu_tests="tests/test_quant_gpu.py tests/test_gemm_gpu.py tests/test_serve_gpu.py tests/test_quant_triton.py

@@ -1,0 +1,63 @@
+"""Where a batch-1 decode step of the Llama-3-8B-shaped engine spends its time, eagerly (scripts/gpu_check.sh
+profile): the GPU kernels by total time (torch.profiler) and the host-side Python by own time (cProfile).
+
+usage: python scripts/profile_decode.py [--fp8] [--steps N] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
+from serve_models import LLAMA3_8B, make_model_dir  # noqa: E402
+
+from kernelkit.serve import LLM, SamplingParams  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fp8", action="store_true", help="the fp8-block checkpoint (default bf16)")
+    parser.add_argument("--steps", type=int, default=8, help="decode steps profiled")
+    parser.add_argument("--out", type=Path, default=Path("."), help="folder for the report")
+    args = parser.parse_args()
+    name = "fp8" if args.fp8 else "bf16"
+    with tempfile.TemporaryDirectory() as tmp:
+        model = make_model_dir(Path(tmp) / "llama3-8b", LLAMA3_8B, args.fp8)
+        llm = LLM(str(model), load_format="dummy", enforce_eager=True, max_num_seqs=8)
+    engine = llm.engine
+    engine.add_request("p", list(range(100, 612)), SamplingParams(temperature=0, max_tokens=64, ignore_eos=True))
+    for _ in range(16):  # prefill, then decode steps until every kernel is compiled
+        engine.step()
+    torch.cuda.synchronize()
+    report = io.StringIO()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(args.steps):
+            engine.step()
+        torch.cuda.synchronize()
+    report.write(f"# {name}: GPU kernels over {args.steps} decode steps (context ~530 tokens)\n")
+    report.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(args.steps):
+        engine.step()
+    torch.cuda.synchronize()
+    profiler.disable()
+    report.write(f"\n# {name}: host Python over {args.steps} decode steps\n")
+    stats = pstats.Stats(profiler, stream=report)
+    stats.sort_stats("tottime").print_stats(35)
+    stats.sort_stats("cumtime").print_stats(35)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"profile_{name}.txt").write_text(report.getvalue())
+    print(report.getvalue()[:6000])
+
+
+if __name__ == "__main__":
+    main()
