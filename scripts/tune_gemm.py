@@ -28,16 +28,16 @@ MS = (1, 16, 64, 256, 1024, 4096)
 
 
 def candidates(m: int) -> list[dict]:
-    """Launch configs worth timing at batch size m: weight-streaming shapes (narrow N tiles, deep pipelines) for
-    decode, wgmma-sized tiles for prefill."""
+    """Launch configs worth timing at batch size m: weight-streaming shapes (narrow N tiles, deep pipelines, K
+    split over several programs) for decode, wgmma-sized tiles for prefill."""
     if m <= 16:
-        space = itertools.product((16,), (16, 32, 64, 128), (1,), (2, 4, 8), (3, 4, 6, 8))
+        space = itertools.product((16,), (16, 32, 64), (1,), (2, 4), (4, 6), (1, 2, 4, 8))
     elif m <= 256:
-        space = itertools.product((16, 32, 64), (32, 64, 128), (1, 8), (4,), (3, 4, 6))
+        space = itertools.product((16, 32, 64), (32, 64, 128), (1, 8), (4,), (3, 4, 6), (1,))
     else:
-        space = itertools.product((64, 128), (128, 256), (8, 32), (4, 8), (3, 4))
+        space = itertools.product((64, 128), (128, 256), (8, 32), (4, 8), (3, 4), (1,))
     return [{"BLOCK_SIZE_M": bm, "BLOCK_SIZE_N": bn, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": gm, "num_warps": w,
-             "num_stages": st} for bm, bn, gm, w, st in space]
+             "num_stages": st} | ({"SPLIT_K": sk} if sk > 1 else {}) for bm, bn, gm, w, st, sk in space]
 
 
 def tune(n: int, k: int, ms) -> dict[int, dict]:

@@ -33,10 +33,11 @@ def test_reference_matches_float64():
 
 @pytest.mark.parametrize("m, n, k", [(1, 128, 128), (7, 200, 576), (33, 256, 384), (0, 64, 128)])
 @pytest.mark.parametrize("block", [(128, 128), (64, 64)])
-def test_triton_matches_reference(m, n, k, block):
+@pytest.mark.parametrize("split_k", [1, 4])  # 4 splits of 576 / 128 = 5 blocks: [0, 2), [2, 4), [4, 5), empty
+def test_triton_matches_reference(m, n, k, block, split_k):
     (a, b, a_s, b_s), _, _ = _operands(m, n, k, block, seed=m + n, device=DEVICE)
     out = torch.full((m, n), float("nan"), dtype=torch.float32, device=DEVICE)
-    config = configs.default_config(m, block) | {"BLOCK_SIZE_N": 64, "num_stages": 1}
+    config = configs.default_config(m, n, k, block) | {"BLOCK_SIZE_N": 64, "num_stages": 1, "SPLIT_K": split_k}
     triton_impl.w8a8_block_fp8_matmul(a, b, a_s, b_s, block, out, config)
     ref = reference.w8a8_block_fp8_matmul_ref(a, b, a_s, b_s, block, torch.float32).cpu()
     assert not out.isnan().any()
@@ -80,7 +81,8 @@ def config_dir(tmp_path, monkeypatch):
 
 
 def test_config_lookup(config_dir):
-    assert configs.get_config(16, 4096, 4096, "NVIDIA H200", (128, 128)) == configs.default_config(16, (128, 128))
+    assert configs.get_config(16, 4096, 4096, "NVIDIA H200", (128, 128)) == \
+        configs.default_config(16, 4096, 4096, (128, 128))
     name = configs.config_file_name(4096, 4096, "NVIDIA H200", (128, 128))
     assert name == "N=4096,K=4096,device_name=NVIDIA_H200,dtype=fp8_w8a8,block_shape=[128, 128].json"
     tuned = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 1, "num_warps": 4,
@@ -91,8 +93,18 @@ def test_config_lookup(config_dir):
     assert configs.get_config(4, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 32
     assert configs.get_config(900, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 128
     # no tuned entry within 4x of M: the default, not a decode config stretched over a prefill
-    assert configs.get_config(64, 4096, 4096, "NVIDIA H200", (128, 128)) == configs.default_config(64, (128, 128))
+    assert configs.get_config(64, 4096, 4096, "NVIDIA H200", (128, 128)) == \
+        configs.default_config(64, 4096, 4096, (128, 128))
     assert configs.get_config(8192, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 128
+
+
+def test_default_decode_config_splits_k_for_narrow_outputs():
+    """M = 1: N = 4096 has 128 tiles of 32 columns, so K is split 3 ways (>= 264 programs); N = 28672 has enough
+    tiles; a short K is never split below 4 blocks a program."""
+    split = lambda n, k: configs.default_config(1, n, k, (128, 128))["SPLIT_K"]  # noqa: E731
+    assert (split(4096, 4096), split(4096, 14336), split(28672, 4096), split(1024, 4096), split(1024, 384)) == \
+        (3, 3, 1, 8, 1)
+    assert "SPLIT_K" not in configs.default_config(4096, 4096, 4096, (128, 128))
 
 
 def test_cublas_probe_classes_and_fallbacks(monkeypatch, kernelkit_logs):

@@ -53,7 +53,8 @@ def _exercise_gemm(device: torch.device) -> None:
         b = torch.randn(256, 512, device=device).to(torch.float8_e4m3fn)
         a_s, b_s = torch.ones(m, 4, device=device), torch.ones(2, 4, device=device)
         out = torch.empty(m, 256, device=device, dtype=torch.bfloat16)
-        triton_impl.w8a8_block_fp8_matmul(a, b, a_s, b_s, (128, 128), out, configs.default_config(m, (128, 128)))
+        config = configs.default_config(m, 256, 512, (128, 128))
+        triton_impl.w8a8_block_fp8_matmul(a, b, a_s, b_s, (128, 128), out, config)
 
 
 def _names(impls) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 Tuned configs live in ``configs/`` as JSON files named like sglang's:
 ``N={N},K={K},device_name={name},dtype=fp8_w8a8,block_shape=[{bn}, {bk}].json``, each mapping a batch size M
-to {BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K, GROUP_SIZE_M, num_warps, num_stages}. For a given M the entry
+to {BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K, GROUP_SIZE_M, num_warps, num_stages} and optionally SPLIT_K
+(kernelkit's addition; 1 when absent, as in sglang's files). For a given M the entry
 whose key is nearest on a log scale is used, if it is within 4x of M (a decode config is no prefill config).
 Otherwise, or with no file for the shape and device, ``default_config`` applies.
 """
@@ -30,12 +31,19 @@ def _load(path: Path) -> dict[int, dict] | None:
     return {int(m): cfg for m, cfg in json.loads(path.read_text()).items()}
 
 
-def default_config(m: int, block_size: tuple[int, int]) -> dict:
+# programs that keep an H100/H200 (132 SMs) streaming at decode sizes: two per SM
+DECODE_PROGRAMS = 264
+
+
+def default_config(m: int, n: int, k: int, block_size: tuple[int, int]) -> dict:
     """Untuned shapes: narrow N tiles and deep pipelines for decode, where streaming the weights is the whole cost
-    (the tuned H200 winners at M <= 16), 128 x 128 tiles on 8 warps for prefill (the tuned winner at M = 4096)."""
+    (the tuned H200 winners at M <= 16), with K split until there are ``DECODE_PROGRAMS`` programs (at least 4
+    K blocks each); 128 x 128 tiles on 8 warps for prefill (the tuned winner at M = 4096)."""
     if m <= 16:
+        tiles, k_blocks = -(-n // 32), -(-k // block_size[1])
+        split_k = max(1, min(-(-DECODE_PROGRAMS // max(tiles, 1)), k_blocks // 4))
         return {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": block_size[1], "GROUP_SIZE_M": 1,
-                "num_warps": 2, "num_stages": 6}
+                "num_warps": 2, "num_stages": 6, "SPLIT_K": split_k}
     if m <= 256:
         return {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": block_size[0], "BLOCK_SIZE_K": block_size[1], "GROUP_SIZE_M": 8,
                 "num_warps": 4, "num_stages": 3}
@@ -49,10 +57,10 @@ def get_config(m: int, n: int, k: int, device_name: str, block_size: tuple[int, 
     path = CONFIG_DIR / config_file_name(n, k, device_name, block_size)
     table = _load(path)
     if not table:
-        return default_config(m, block_size)
+        return default_config(m, n, k, block_size)
     near = [key for key in table if max(key, m) <= 4 * max(1, min(key, m))]  # within 4x of M
     if not near:
-        return default_config(m, block_size)
+        return default_config(m, n, k, block_size)
     config = table[min(near, key=lambda key: abs(math.log(max(key, 1) / max(m, 1))))]
     if config.get("BLOCK_SIZE_K", block_size[1]) != block_size[1]:
         raise ValueError(f"{path.name}: BLOCK_SIZE_K must equal the quantization block {block_size[1]}")
