@@ -103,12 +103,17 @@ def bench_against_transformers(record, tmp_path):
 
 
 def _unfused_state_dict(model) -> dict[str, torch.Tensor]:
-    """The engine model's weights under HF Llama names: its fused gate_up_proj split back into gate and up."""
+    """The engine model's weights under HF Llama names: its fused qkv_proj and gate_up_proj split back."""
+    cfg = model.config
+    q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
     out = {}
     for name, tensor in model.state_dict().items():
         if ".gate_up_proj." in name:
-            gate, up = tensor.chunk(2)
-            out[name.replace("gate_up_proj", "gate_proj")], out[name.replace("gate_up_proj", "up_proj")] = gate, up
+            for part, t in zip(("gate_proj", "up_proj"), tensor.chunk(2), strict=True):
+                out[name.replace("gate_up_proj", part)] = t
+        elif ".qkv_proj." in name:
+            for part, t in zip(("q_proj", "k_proj", "v_proj"), tensor.split([q, kv, kv]), strict=True):
+                out[name.replace("qkv_proj", part)] = t
         else:
             out[name] = tensor
     return out

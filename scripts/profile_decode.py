@@ -12,6 +12,8 @@ import io
 import pstats
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -20,6 +22,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benches"))
 from serve_models import LLAMA3_8B, make_model_dir  # noqa: E402
 
 from kernelkit.serve import LLM, SamplingParams  # noqa: E402
+
+
+def _host_us(fn, calls: int = 2000) -> float:
+    """Host microseconds per call of fn (launches only; the GPU runs behind)."""
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    elapsed = time.perf_counter() - t0
+    torch.cuda.synchronize()
+    return elapsed / calls * 1e6
+
+
+def dispatch_costs() -> str:
+    """Host cost of one small op through each layer of dispatch: torch's own op, our Triton launch called
+    directly, and the same through the kernelkit custom op, on CUDA and (custom op) on CPU."""
+    from kernelkit.ops.layers import triton_impl
+    from kernelkit.ops.layers.ops import silu_and_mul
+
+    x = torch.randn(1, 8192, device="cuda", dtype=torch.bfloat16)
+    out = torch.empty(1, 4096, device="cuda", dtype=torch.bfloat16)
+    rows = [("torch.nn.functional.silu (aten)", lambda: torch.nn.functional.silu(x)),
+            ("Triton silu_and_mul launch, direct", lambda: triton_impl.silu_and_mul(x, out)),
+            ("kernelkit::silu_and_mul custom op, CUDA", lambda: silu_and_mul(x)),
+            ("kernelkit::silu_and_mul custom op, CPU", lambda: silu_and_mul(x.cpu()))]
+    lines = [f"{name}: {_host_us(fn):.1f} us/call" for name, fn in rows]
+    threads = ", ".join(t.name for t in threading.enumerate())
+    return "\n".join([*lines, f"threads: {threads}; switch interval {sys.getswitchinterval()} s"]) + "\n"
 
 
 def main() -> None:
@@ -38,6 +70,7 @@ def main() -> None:
         engine.step()
     torch.cuda.synchronize()
     report = io.StringIO()
+    report.write("# host cost of one small op per dispatch layer\n" + dispatch_costs() + "\n")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(args.steps):
             engine.step()

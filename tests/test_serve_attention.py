@@ -63,6 +63,23 @@ def _check_against_torch(q_ctx, **scenario):
     assert torch.equal(cd.cpu(), ref_cache)  # the new tokens' K/V landed in the same slots
 
 
+def test_store_kv_matches_torch_indexing_on_strided_views():
+    """K and V as views of a fused [T, H + 2 KVH, D] projection (the engine's layout); a negative slot (padding)
+    writes nothing."""
+    from kernelkit.serve.attention.torch_backend import write_kv
+
+    g = torch.Generator().manual_seed(3)
+    qkv = torch.randn(5, 4 + 2 * 3, 64, generator=g)
+    k, v = qkv[:, 4:7], qkv[:, 7:]
+    cache = torch.randn(2, 6, 16, 3, 64, generator=g)
+    slots = torch.tensor([17, 3, 95, 40, -1])
+    ref = cache.clone()
+    write_kv(k[:4], v[:4], ref, slots[:4])
+    out = cache.to(DEVICE)
+    triton_impl.store_kv(k.to(DEVICE), v.to(DEVICE), out, slots.to(DEVICE))
+    assert torch.equal(out.cpu(), ref)
+
+
 def test_small_blocks_are_refused():
     q, k, v, cache, meta = _scenario([(1, 8)], block=8)
     with pytest.raises(ValueError, match="block_size >= 16"):

@@ -11,6 +11,9 @@
   Dao et al. 2023; vLLM's PagedAttention v2 does the same). SPLITS depends only on batch and head counts, so
   the launch is fixed for a captured CUDA graph; each program finds its range from the context length.
 
+- ``_store_kv_kernel``: writes the new tokens' K and V into their cache slots in one launch (vLLM's
+  ``reshape_and_cache``); K and V may be strided views of a fused projection.
+
 The KV cache layout is ``kv_cache`` [2, num_blocks, block_size, KVH, D] (vLLM's PagedAttention).
 """
 
@@ -128,6 +131,38 @@ def _decode_reduce_kernel(
     out = tl.sum(acc * weights[:, None], axis=0) / denom
     row = tl.load(query_start_ptr + seq).to(tl.int64)
     tl.store(out_ptr + row * stride_ot + head * stride_oh + dims, out.to(out_ptr.dtype.element_ty))
+
+
+@triton.jit
+def _store_kv_kernel(k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, stride_kt, stride_kh, stride_vt, stride_vh,
+                     stride_cs, stride_ch, KV_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
+                     DIM_PAD: tl.constexpr):
+    t = tl.program_id(0).to(tl.int64)
+    slot = tl.load(slot_ptr + t).to(tl.int64)
+    if slot < 0:  # a padding row
+        return
+    heads, dims = tl.arange(0, HEADS_PAD)[:, None], tl.arange(0, DIM_PAD)[None, :]
+    mask = (heads < KV_HEADS) & (dims < HEAD_DIM)
+    dst = slot * stride_cs + heads * stride_ch + dims
+    k = tl.load(k_ptr + t * stride_kt + heads * stride_kh + dims, mask=mask)
+    tl.store(k_cache_ptr + dst, k.to(k_cache_ptr.dtype.element_ty), mask=mask)
+    v = tl.load(v_ptr + t * stride_vt + heads * stride_vh + dims, mask=mask)
+    tl.store(v_cache_ptr + dst, v.to(v_cache_ptr.dtype.element_ty), mask=mask)
+
+
+def store_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Store k/v [T, KVH, D] (unit last stride, any row/head strides) at their slots of a contiguous kv_cache
+    [2, num_blocks, block_size, KVH, D]; slot_mapping [T] int64 (block * block_size + offset; rows with a
+    negative slot are skipped). Same result as ``kernelkit.serve.attention.torch_backend.write_kv``."""
+    if k.shape[0] == 0:
+        return
+    kv_heads, head_dim = kv_cache.shape[3], kv_cache.shape[4]
+    flat = kv_cache.view(2, -1, kv_heads, head_dim)
+    _store_kv_kernel[(k.shape[0],)](
+        k, v, flat[0], flat[1], slot_mapping, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        flat.stride(1), flat.stride(2), KV_HEADS=kv_heads, HEADS_PAD=triton.next_power_of_2(kv_heads),
+        HEAD_DIM=head_dim, DIM_PAD=triton.next_power_of_2(head_dim),
+    )
 
 
 def decode_splits(num_seqs: int, num_kv_heads: int) -> int:

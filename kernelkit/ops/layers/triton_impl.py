@@ -46,9 +46,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     if x.shape[0] == 0:
         return
     n = x.shape[-1]
+    block = triton.next_power_of_2(n)
+    # one row per program: at decode batch sizes the launch is a handful of programs, so spread a row over up to
+    # 16 warps (8 elements a thread at n = 4096) to shorten each program
     _rms_norm_kernel[(x.shape[0],)](x, residual if residual is not None else x, weight, out,
                                     residual_out if residual_out is not None else out, n, eps,
-                                    HAS_RES=residual is not None, BLOCK=triton.next_power_of_2(n))
+                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(4, block // 256)))
 
 
 @triton.jit

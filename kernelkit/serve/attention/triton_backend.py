@@ -1,4 +1,4 @@
-"""The GPU attention backend: the new tokens' K/V are written into the cache first (by torch indexing), so
+"""The GPU attention backend: the new tokens' K/V are written into the cache first (``store_kv``), so
 chunked prefill and prefix-cache hits read their context from the same place as decode does; then
 ``kernelkit.ops.attention``'s Triton kernels (split-KV decode when every sequence feeds one token, the prefill
 kernel otherwise). They are called directly rather than through the ``kernelkit::paged_attention`` op, so
@@ -10,7 +10,6 @@ import torch
 
 from kernelkit.ops.attention import triton_impl
 from kernelkit.serve.attention.backend import AttentionMetadata
-from kernelkit.serve.attention.torch_backend import write_kv
 
 
 class TritonPagedAttention:
@@ -21,7 +20,7 @@ class TritonPagedAttention:
     def forward(self, q, k, v, kv_cache, meta: AttentionMetadata, scale: float) -> torch.Tensor:
         if kv_cache.shape[2] < 16 or q.shape[-1] < 16:
             raise ValueError("the Triton attention backend needs block_size >= 16 and head_dim >= 16 (tl.dot)")
-        write_kv(k, v, kv_cache, meta.slot_mapping)
+        triton_impl.store_kv(k, v, kv_cache, meta.slot_mapping)
         out = torch.empty_like(q)
         triton_impl.paged_attention(q, kv_cache, meta.block_tables, meta.query_start_loc, meta.context_lens, scale,
                                     meta.max_query_len, out)

@@ -32,7 +32,35 @@ class RMSNorm(nn.Module):
         return out.view(x.shape) if residual is None else (out.view(x.shape), summed.view(x.shape))
 
 
+@torch.no_grad()
+def fuse_linears(parts: list[nn.Module]) -> nn.Module | None:
+    """One layer computing ``torch.cat([p(x) for p in parts], -1)`` with one GEMM (vLLM's merged column linear),
+    or None where the layer types do not allow it: all plain nn.Linear, or all Fp8BlockLinear of one block size
+    whose outputs, except the last one's, are whole weight blocks (the scale rows then concatenate too)."""
+    first, bias = parts[0], parts[0].bias is not None
+    if any(type(p) is not type(first) or (p.bias is not None) != bias or p.in_features != first.in_features
+           for p in parts):
+        return None
+    out_features = sum(p.out_features for p in parts)
+    device, dtype = first.weight.device, (first.bias if bias else first.weight).dtype
+    if type(first) is nn.Linear:
+        fused = nn.Linear(first.in_features, out_features, bias=bias, device=device, dtype=dtype)
+    elif isinstance(first, Fp8BlockLinear) and all(
+            p.block_size == first.block_size and p.out_features % p.block_size[0] == 0 for p in parts[:-1]):
+        fused = Fp8BlockLinear(first.in_features, out_features, bias, first.block_size, dtype=dtype, device=device)
+        fused.weight_scale_inv.copy_(torch.cat([p.weight_scale_inv for p in parts]))
+    else:
+        return None
+    fused.weight.copy_(torch.cat([p.weight for p in parts]))
+    if bias:
+        fused.bias.copy_(torch.cat([p.bias for p in parts]))
+    return fused
+
+
 class Attention(nn.Module):
+    """Self-attention with GQA; after loading, ``fuse_qkv`` merges q/k/v_proj into one qkv_proj where the layer
+    types allow it."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         h, d = cfg.hidden_size, cfg.head_dim
@@ -44,14 +72,24 @@ class Attention(nn.Module):
         if cfg.qk_norm:
             self.q_norm, self.k_norm = RMSNorm(d, cfg.rms_norm_eps), RMSNorm(d, cfg.rms_norm_eps)
 
+    def fuse_qkv(self) -> None:
+        fused = fuse_linears([self.q_proj, self.k_proj, self.v_proj])
+        if fused is not None:
+            self.qkv_proj = fused
+            del self.q_proj, self.k_proj, self.v_proj
+
     def forward(self, x, cos, sin, kv_cache, meta: AttentionMetadata, backend: AttentionBackend):
-        q = self.q_proj(x).view(-1, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(-1, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(-1, self.num_kv_heads, self.head_dim)
+        h, kvh = self.num_heads, self.num_kv_heads
+        if hasattr(self, "qkv_proj"):
+            qkv = self.qkv_proj(x).view(-1, h + 2 * kvh, self.head_dim)
+        else:
+            qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], -1).view(-1, h + 2 * kvh, self.head_dim)
+        v = qkv[:, h + kvh:]
         if hasattr(self, "q_norm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = rotary(q, cos, sin), rotary(k, cos, sin)
-        out = backend.forward(q, k, v, kv_cache, meta, self.head_dim**-0.5)
+            qk = rotary(torch.cat([self.q_norm(qkv[:, :h]), self.k_norm(qkv[:, h:h + kvh])], 1), cos, sin)
+        else:  # q and k heads are adjacent in qkv: one rotary launch for both
+            qk = rotary(qkv[:, :h + kvh], cos, sin)
+        out = backend.forward(qk[:, :h], qk[:, h:], v, kv_cache, meta, self.head_dim**-0.5)
         return self.o_proj(out.flatten(1))
 
 
@@ -65,23 +103,11 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
-    @torch.no_grad()
     def fuse_gate_up(self) -> None:
-        gate, up = self.gate_proj, self.up_proj
-        if type(gate) is nn.Linear and type(up) is nn.Linear:
-            fused = nn.Linear(gate.in_features, 2 * gate.out_features, bias=False, device=gate.weight.device,
-                              dtype=gate.weight.dtype)
-            fused.weight.copy_(torch.cat([gate.weight, up.weight]))
-        elif (isinstance(gate, Fp8BlockLinear) and type(up) is type(gate)
-              and gate.out_features % gate.block_size[0] == 0):
-            fused = Fp8BlockLinear(gate.in_features, 2 * gate.out_features, False, gate.block_size,
-                                   device=gate.weight.device)
-            fused.weight.copy_(torch.cat([gate.weight, up.weight]))
-            fused.weight_scale_inv.copy_(torch.cat([gate.weight_scale_inv, up.weight_scale_inv]))
-        else:
-            return  # other layer types keep two GEMMs
-        self.gate_up_proj = fused
-        del self.gate_proj, self.up_proj
+        fused = fuse_linears([self.gate_proj, self.up_proj])
+        if fused is not None:  # other layer types keep two GEMMs
+            self.gate_up_proj = fused
+            del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "gate_up_proj"):
@@ -142,8 +168,10 @@ class LlamaForCausalLM(nn.Module):
         return self.model.norm(x, residual)[0]
 
     def fuse(self) -> None:
-        """Merge layers that run faster together (gate/up projections); call after the weights are loaded."""
+        """Merge layers that run faster together (q/k/v and gate/up projections); call after the weights are
+        loaded."""
         for layer in self.model.layers:
+            layer.self_attn.fuse_qkv()
             layer.mlp.fuse_gate_up()
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
