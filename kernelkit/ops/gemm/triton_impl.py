@@ -66,14 +66,14 @@ def _w8a8_block_fp8_kernel(
 
 
 @triton.jit
-def _split_k_reduce_kernel(ws_ptr, c_ptr, M, N, stride_cm, stride_cn, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
+def _split_k_reduce_kernel(ws_ptr, c_ptr, MN, N, stride_cm, stride_cn, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
     """c[m, n] = sum over s of ws[s, m, n], summed in split order; ws is contiguous [SPLIT_K, M, N] fp32."""
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < M * N
-    mn = M.to(tl.int64) * N
+    mask = offs < MN
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for split in range(SPLIT_K):
-        acc += tl.load(ws_ptr + split * mn + offs, mask=mask, other=0.0)
+    for _ in range(SPLIT_K):
+        acc += tl.load(ws_ptr + offs, mask=mask, other=0.0)
+        ws_ptr += MN
     row, col = offs // N, offs % N
     tl.store(c_ptr + row * stride_cm + col * stride_cn, acc.to(c_ptr.dtype.element_ty), mask=mask)
 
@@ -100,5 +100,5 @@ def w8a8_block_fp8_matmul(a, b, a_scales, b_scales, block_size, out: torch.Tenso
     )
     if split_k > 1:
         block = 1024
-        _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](dest, out, m, n, out.stride(0), out.stride(1),
+        _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](dest, out, m * n, n, out.stride(0), out.stride(1),
                                                              SPLIT_K=split_k, BLOCK=block)
