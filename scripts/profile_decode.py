@@ -39,17 +39,27 @@ def _host_us(fn, calls: int = 2000) -> float:
 
 def dispatch_costs() -> str:
     """Host cost of one small op through each layer of dispatch: torch's own op, our Triton launch called
-    directly, and the same through the kernelkit custom op, on CUDA and (custom op) on CPU."""
+    directly, the same launch behind ``torch.library.custom_op``, and kernelkit's op (``kernelkit.ops.library``),
+    with grad off (inference_mode) and on."""
     from kernelkit.ops.layers import triton_impl
     from kernelkit.ops.layers.ops import silu_and_mul
 
     x = torch.randn(1, 8192, device="cuda", dtype=torch.bfloat16)
     out = torch.empty(1, 4096, device="cuda", dtype=torch.bfloat16)
+
+    @torch.library.custom_op("kkprofile::silu_and_mul", mutates_args=())
+    def via_custom_op(t: torch.Tensor) -> torch.Tensor:
+        result = t.new_empty(t.shape[0], t.shape[1] // 2)
+        triton_impl.silu_and_mul(t, result)
+        return result
+
     rows = [("torch.nn.functional.silu (aten)", lambda: torch.nn.functional.silu(x)),
             ("Triton silu_and_mul launch, direct", lambda: triton_impl.silu_and_mul(x, out)),
-            ("kernelkit::silu_and_mul custom op, CUDA", lambda: silu_and_mul(x)),
-            ("kernelkit::silu_and_mul custom op, CPU", lambda: silu_and_mul(x.cpu()))]
+            ("same launch behind torch.library.custom_op", lambda: via_custom_op(x)),
+            ("kernelkit::silu_and_mul, grad mode on", lambda: silu_and_mul(x))]
     lines = [f"{name}: {_host_us(fn):.1f} us/call" for name, fn in rows]
+    with torch.inference_mode():
+        lines.append(f"kernelkit::silu_and_mul, inference_mode: {_host_us(lambda: silu_and_mul(x)):.1f} us/call")
     threads = ", ".join(t.name for t in threading.enumerate())
     return "\n".join([*lines, f"threads: {threads}; switch interval {sys.getswitchinterval()} s"]) + "\n"
 

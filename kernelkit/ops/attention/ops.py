@@ -7,13 +7,14 @@ import torch
 
 from kernelkit.ops.attention import reference
 from kernelkit.ops.dispatch import run_first, triton_impl
+from kernelkit.ops.library import kernel_op
 
 
 def _never(*args) -> None:
     return None
 
 
-@torch.library.custom_op("kernelkit::paged_attention", mutates_args=())
+@kernel_op("paged_attention")
 def _paged_attention_op(q: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
                         query_start_loc: torch.Tensor, context_lens: torch.Tensor, scale: float,
                         max_query_len: int) -> torch.Tensor:

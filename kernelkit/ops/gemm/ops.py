@@ -11,6 +11,7 @@ import torch
 
 from kernelkit.ops.dispatch import run_first, triton_impl
 from kernelkit.ops.gemm import configs, reference
+from kernelkit.ops.library import kernel_op
 
 OUTPUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -55,7 +56,7 @@ GEMM_IMPLS = (
 )
 
 
-@torch.library.custom_op("kernelkit::w8a8_block_fp8_matmul", mutates_args=())
+@kernel_op("w8a8_block_fp8_matmul")
 def _matmul_op(a: torch.Tensor, b: torch.Tensor, a_scales: torch.Tensor, b_scales: torch.Tensor, block_n: int,
                block_k: int, output_dtype: torch.dtype) -> torch.Tensor:
     """CPU: the reference."""

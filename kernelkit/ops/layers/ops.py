@@ -7,6 +7,7 @@ import torch
 
 from kernelkit.ops.dispatch import run_first, triton_impl
 from kernelkit.ops.layers import reference
+from kernelkit.ops.library import kernel_op
 
 
 def _triton():
@@ -17,7 +18,7 @@ def _never(*args) -> None:
     return None
 
 
-@torch.library.custom_op("kernelkit::rms_norm", mutates_args=())
+@kernel_op("rms_norm")
 def _rms_norm_op(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     out, res = reference.rms_norm_ref(x, weight, eps, residual)
@@ -71,7 +72,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
     return out, (res if residual is not None else None)
 
 
-@torch.library.custom_op("kernelkit::silu_and_mul", mutates_args=())
+@kernel_op("silu_and_mul")
 def _silu_and_mul_op(x: torch.Tensor) -> torch.Tensor:
     return reference.silu_and_mul_ref(x)
 
@@ -97,7 +98,7 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return torch.ops.kernelkit.silu_and_mul(x.contiguous())
 
 
-@torch.library.custom_op("kernelkit::rotary", mutates_args=())
+@kernel_op("rotary")
 def _rotary_op(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     return reference.rotary_ref(x, cos, sin)
 

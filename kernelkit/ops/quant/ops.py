@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from kernelkit.ops.dispatch import run_first, triton_impl
+from kernelkit.ops.library import kernel_op
 from kernelkit.ops.quant import layouts, reference
 from kernelkit.ops.quant.layouts import GROUP_SIZES
 
@@ -60,7 +61,7 @@ GROUP_IMPLS = (
 )
 
 
-@torch.library.custom_op("kernelkit::per_token_group_quant_8bit_", mutates_args=("q", "s"))
+@kernel_op("per_token_group_quant_8bit_", mutates_args=("q", "s"))
 def _group_quant_op(x: torch.Tensor, q: torch.Tensor, s: torch.Tensor, group_size: int, eps: float,
                     scale_ue8m0: bool) -> None:
     """x [M, H] -> q [M, H] (contiguous), s [M, H/group_size] (any non-overlapping strides). CPU: reference."""
@@ -221,7 +222,7 @@ TENSOR_IMPLS = (
 )
 
 
-@torch.library.custom_op("kernelkit::per_tensor_quant_fp8_", mutates_args=("q", "scale"))
+@kernel_op("per_tensor_quant_fp8_", mutates_args=("q", "scale"))
 def _tensor_quant_op(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, eps: float, dynamic: bool) -> None:
     """x (contiguous) -> q float8_e4m3fn; scale fp32 [1] written if dynamic, else read. CPU: reference."""
     _tensor_ref(x, q, scale, eps, dynamic)
