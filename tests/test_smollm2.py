@@ -78,8 +78,9 @@ def test_transformers_reads_our_fp8_block_checkpoint(converted):
 
 
 def test_perplexity_fp8_block_vs_bf16(converted):
-    """Issue 3 asks for < 1% growth. Measured: +1.48% (FP8 weights alone +0.79%, FP8 activations alone
-    +0.58%); this guards against regressions beyond that, and the gap is reported in the issue."""
+    """Issue 3 asks for < 1% growth. Measured: +1.48% here and on 32704 tokens (FP8 weights alone +0.79%, FP8
+    activations alone +0.58%; benches/RESULTS.md); this guards against regressions beyond that, and the gap is
+    reported in the issue."""
     text = default_text()
     ppl = {}
     for name in ("bf16", "fp8"):
