@@ -240,28 +240,3 @@ def test_decode_through_padded_graph_buffers_gives_the_same_tokens(tiny, backend
     assert [o.token_ids for o in llm.generate(prompts, params)] == expected
     assert {3, 5, 6, 7} & set(sizes) and max(sizes) <= 8  # padded batches ran; 9+ decode rows stayed eager
     assert e.blocks.num_free == e.blocks.num_blocks
-
-
-def test_fp8_projections_take_their_input_quantized_by_the_kernel_before_them(tmp_path):
-    """Block-FP8 with 64 x 64 blocks divides every tiny dimension (192, 320, 64): the norms and SiLU-and-mul
-    quantize for the projections after them (rms_norm_quant_fp8, silu_and_mul_quant_fp8). The logits must equal
-    those of the unfused path (the same quantization done by each Fp8BlockLinear)."""
-    import json
-
-    from tiny_llama import CONFIG, write_tiny_tokenizer
-
-    (tmp_path / "config.json").write_text(json.dumps({**CONFIG, "quantization_config": {
-        "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [64, 64]}}))
-    write_tiny_tokenizer(tmp_path)
-    params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=3)
-    prompts = [[3, 4, 5, 6, 7], [9, 8]]
-    fused = LLM(tmp_path, load_format="dummy")
-    layers = fused.engine.model.model.layers
-    assert [(x.input_layernorm.quant_group, x.post_attention_layernorm.quant_group, x.mlp.down_quant_group)
-            for x in layers] == [(64, 64, 64)] * 2
-    plain = LLM(tmp_path, load_format="dummy")
-    for layer in plain.engine.model.model.layers:
-        layer.input_layernorm.quant_group = layer.post_attention_layernorm.quant_group = None
-        layer.mlp.down_quant_group = None
-    for a, b in zip(fused.generate(prompts, params), plain.generate(prompts, params), strict=True):
-        assert a.token_ids == b.token_ids and a.logprobs == b.logprobs

@@ -5,16 +5,12 @@
   formed first (in x's dtype) and also returned, as vLLM's fused_add_rms_norm.
 - silu_and_mul: silu(x[..., :d]) * x[..., d:] (the SwiGLU MLP gate, Shazeer 2020, arXiv 2002.05202).
 - rotary: x * cos + rotate_half(x) * sin over the last dim (RoFormer, arXiv 2104.09864; HF's rotate-half).
-- rms_norm_quant_fp8, silu_and_mul_quant_fp8: those ops' outputs (in the activation dtype), then
-  ``per_token_group_quant_8bit_ref`` to float8_e4m3fn (vLLM fuses the same pairs before FP8 block GEMMs).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from kernelkit.ops.quant.reference import per_token_group_quant_8bit_ref
 
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float,
@@ -35,18 +31,3 @@ def rotary_ref(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos[:, None, :] + rotated * sin[:, None, :]
-
-
-def rms_norm_quant_fp8_ref(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None,
-                           group_size: int, quant_eps: float
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(q [T, n] float8_e4m3fn, scales [T, n / group_size] fp32, x + residual or None)."""
-    out, res = rms_norm_ref(x, weight, eps, residual)
-    q, s = per_token_group_quant_8bit_ref(out, group_size, torch.float8_e4m3fn, quant_eps)
-    return q, s, res
-
-
-def silu_and_mul_quant_fp8_ref(x: torch.Tensor, group_size: int, quant_eps: float
-                               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(q [T, d] float8_e4m3fn, scales [T, d / group_size] fp32) for x [T, 2d]."""
-    return per_token_group_quant_8bit_ref(silu_and_mul_ref(x), group_size, torch.float8_e4m3fn, quant_eps)

@@ -12,8 +12,6 @@ import torch
 import triton
 import triton.language as tl
 
-from kernelkit.ops.quant.triton_impl import _amax_to_scale, _store_8bit
-
 
 @triton.jit
 def _cast(x, dtype: tl.constexpr):
@@ -104,77 +102,3 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Ten
         return
     _rotary_kernel[(x.shape[0], x.shape[1])](x, cos, sin, out, x.shape[1], x.stride(0), x.stride(1),
                                              HALF=x.shape[-1] // 2)
-
-
-# --- the same ops with per-token-group FP8 quantization of their output (one launch instead of two) -----
-
-@triton.jit
-def _quantize_groups(y, first_col, row, q_ptr, s_ptr, n, s_stride_m, s_stride_g, eps, GROUP: tl.constexpr,
-                     BLOCK: tl.constexpr):
-    """FP8-quantize y [BLOCK] (fp32 holding values of the activation dtype), columns first_col.. of one row,
-    BLOCK // GROUP whole groups; as ``per_token_group_quant_fp8`` (kernelkit/ops/quant/triton_impl.py)."""
-    groups = tl.reshape(y, (BLOCK // GROUP, GROUP))
-    g = first_col // GROUP + tl.arange(0, BLOCK // GROUP)
-    cols = tl.arange(0, GROUP)
-    gmask = g * GROUP < n
-    scale = _amax_to_scale(tl.max(groups.to(tl.int32, bitcast=True) & 0x7FFFFFFF, axis=1), eps, 448.0, False)
-    tl.store(s_ptr + row * s_stride_m + g * s_stride_g, scale, mask=gmask)
-    _store_8bit(q_ptr + row * n + (g * GROUP)[:, None] + cols[None, :], groups * tl.math.div_rn(1.0, scale)[:, None],
-                gmask[:, None] & (cols < GROUP)[None, :], 448.0, True)
-
-
-@triton.jit
-def _rms_norm_quant_kernel(x_ptr, res_ptr, w_ptr, q_ptr, s_ptr, res_out_ptr, n, eps, quant_eps, s_stride_m,
-                           s_stride_g, HAS_RES: tl.constexpr, GROUP: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, BLOCK)
-    mask = cols < n
-    x = tl.load(x_ptr + row * n + cols, mask=mask, other=0.0)
-    dtype = x.dtype
-    if HAS_RES:
-        x = _cast(x.to(tl.float32) + tl.load(res_ptr + row * n + cols, mask=mask, other=0.0).to(tl.float32), dtype)
-        tl.store(res_out_ptr + row * n + cols, x, mask=mask)
-    xf = x.to(tl.float32)
-    normed = _cast(xf * tl.math.rsqrt(tl.sum(xf * xf, axis=0) / n + eps), dtype)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0)
-    y = _cast(w.to(tl.float32) * normed.to(tl.float32), dtype).to(tl.float32)
-    _quantize_groups(y, 0, row, q_ptr, s_ptr, n, s_stride_m, s_stride_g, quant_eps, GROUP, BLOCK)
-
-
-def rms_norm_quant_fp8(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None,
-                       group_size: int, quant_eps: float, q: torch.Tensor, s: torch.Tensor,
-                       residual_out: torch.Tensor | None) -> None:
-    """x, residual [T, n] contiguous -> q [T, n] float8_e4m3fn, s [T, n/group] (any strides), residual_out."""
-    if x.shape[0] == 0:
-        return
-    n = x.shape[-1]
-    block = max(triton.next_power_of_2(n), group_size)
-    _rms_norm_quant_kernel[(x.shape[0],)](
-        x, residual if residual is not None else x, weight, q.view(torch.uint8), s,
-        residual_out if residual_out is not None else x, n, eps, quant_eps, s.stride(0), s.stride(1),
-        HAS_RES=residual is not None, GROUP=group_size, BLOCK=block, num_warps=min(16, max(4, block // 256)))
-
-
-@triton.jit
-def _silu_and_mul_quant_kernel(x_ptr, q_ptr, s_ptr, d, eps, s_stride_m, s_stride_g, GROUP: tl.constexpr,
-                               BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    first = tl.program_id(1) * BLOCK
-    cols = first + tl.arange(0, BLOCK)
-    mask = cols < d
-    gate = tl.load(x_ptr + row * 2 * d + cols, mask=mask, other=0.0)
-    up = tl.load(x_ptr + row * 2 * d + d + cols, mask=mask, other=0.0)
-    gf = gate.to(tl.float32)
-    silu = _cast(gf / (1 + tl.exp(-gf)), gate.dtype)
-    y = _cast(silu.to(tl.float32) * up.to(tl.float32), gate.dtype).to(tl.float32)
-    _quantize_groups(y, first, row, q_ptr, s_ptr, d, s_stride_m, s_stride_g, eps, GROUP, BLOCK)
-
-
-def silu_and_mul_quant_fp8(x: torch.Tensor, group_size: int, eps: float, q: torch.Tensor, s: torch.Tensor) -> None:
-    """x [T, 2d] contiguous -> q [T, d] float8_e4m3fn, s [T, d/group] (any strides)."""
-    if x.shape[0] == 0:
-        return
-    d = x.shape[-1] // 2
-    block = max(min(1024, triton.next_power_of_2(d)), group_size)  # whole groups per program
-    _silu_and_mul_quant_kernel[(x.shape[0], triton.cdiv(d, block))](
-        x, q.view(torch.uint8), s, d, eps, s.stride(0), s.stride(1), GROUP=group_size, BLOCK=block)

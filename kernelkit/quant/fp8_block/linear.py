@@ -10,22 +10,11 @@ group by itself.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import nn
 
 from kernelkit.ops import per_token_group_quant_fp8, w8a8_block_fp8_matmul
 from kernelkit.quant.fp8_block.format import quantize_weight
-
-
-class QuantizedActivation(NamedTuple):
-    """Activations already quantized for an ``Fp8BlockLinear`` (e.g. by ``rms_norm_quant_fp8``): q [T, K]
-    float8_e4m3fn, scales [T, K / block_k] fp32 column-major, and the dtype the layer's output takes."""
-
-    q: torch.Tensor
-    scales: torch.Tensor
-    dtype: torch.dtype
 
 
 class Fp8BlockLinear(nn.Module):
@@ -65,23 +54,18 @@ class Fp8BlockLinear(nn.Module):
             layer.bias.data.copy_(linear.bias.detach())
         return layer
 
-    def forward(self, x: torch.Tensor | QuantizedActivation) -> torch.Tensor:
-        """x [..., in_features] float, or a ``QuantizedActivation`` of 2-D x -> [..., out_features]."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.in_features
-        if isinstance(x, QuantizedActivation):
-            q, scales, dtype, lead = x.q, x.scales, x.dtype, x.q.shape[:-1]
-        else:
-            block_k = self.block_size[1]
-            x2 = x.reshape(-1, k)
-            pad = -k % block_k
-            if pad:
-                x2 = torch.nn.functional.pad(x2, (0, pad))
-            q, scales = per_token_group_quant_fp8(x2, block_k, column_major_scales=True)
-            dtype, lead = x.dtype, x.shape[:-1]
-        out = w8a8_block_fp8_matmul(q[:, :k], self.weight, scales, self.weight_scale_inv, self.block_size, dtype)
+        block_k = self.block_size[1]
+        x2 = x.reshape(-1, k)
+        pad = -k % block_k
+        if pad:
+            x2 = torch.nn.functional.pad(x2, (0, pad))
+        q, scales = per_token_group_quant_fp8(x2, block_k, column_major_scales=True)
+        out = w8a8_block_fp8_matmul(q[:, :k], self.weight, scales, self.weight_scale_inv, self.block_size, x.dtype)
         if self.bias is not None:
             out = out + self.bias
-        return out.view(*lead, self.out_features)
+        return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, block_size={self.block_size}"

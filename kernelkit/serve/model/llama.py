@@ -12,43 +12,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from kernelkit.ops.layers.ops import rms_norm, rotary, silu_and_mul
-from kernelkit.ops.layers.quant_ops import rms_norm_quant_fp8, silu_and_mul_quant_fp8
-from kernelkit.ops.quant.layouts import GROUP_SIZES
-from kernelkit.quant.fp8_block.linear import Fp8BlockLinear, QuantizedActivation
+from kernelkit.quant.fp8_block.linear import Fp8BlockLinear
 from kernelkit.serve.attention.backend import AttentionBackend, AttentionMetadata
 from kernelkit.serve.model.config import ModelConfig
 from kernelkit.serve.model.rope import cos_sin, inverse_frequencies
 
 
 class RMSNorm(nn.Module):
-    """kernelkit's fused RMSNorm op; with a residual, adds it first and returns the sum too (vLLM's layout).
-    With ``quant_group`` set (by ``LlamaForCausalLM.fuse``, when every consumer is an Fp8BlockLinear), the output
-    comes FP8-quantized from the same kernel, as a ``QuantizedActivation``."""
+    """kernelkit's fused RMSNorm op; with a residual, adds it first and returns the sum too (vLLM's layout)."""
 
     def __init__(self, size: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
-        self.quant_group: int | None = None
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
-        x2 = x.reshape(-1, x.shape[-1])
-        r2 = None if residual is None else residual.reshape(-1, x.shape[-1])
-        if self.quant_group:
-            q, scales, summed = rms_norm_quant_fp8(x2, self.weight, self.eps, r2, self.quant_group)
-            out = QuantizedActivation(q, scales, x.dtype)
-            return out if residual is None else (out, summed.view(x.shape))
-        out, summed = rms_norm(x2, self.weight, self.eps, r2)
+        out, summed = rms_norm(x.reshape(-1, x.shape[-1]), self.weight, self.eps,
+                               None if residual is None else residual.reshape(-1, x.shape[-1]))
         return out.view(x.shape) if residual is None else (out.view(x.shape), summed.view(x.shape))
-
-
-def quantized_input_group(linears: list[nn.Module]) -> int | None:
-    """The group size a preceding kernel may quantize the input in for all of ``linears``: their block_k when
-    every one is an Fp8BlockLinear of that block_k whose in_features it divides (no padding), else None."""
-    groups = {p.block_size[1] if isinstance(p, Fp8BlockLinear) and p.in_features % p.block_size[1] == 0 else None
-              for p in linears}
-    group = groups.pop() if len(groups) == 1 else None
-    return group if group in GROUP_SIZES else None
 
 
 @torch.no_grad()
@@ -97,9 +78,6 @@ class Attention(nn.Module):
             self.qkv_proj = fused
             del self.q_proj, self.k_proj, self.v_proj
 
-    def input_projections(self) -> list[nn.Module]:
-        return [self.qkv_proj] if hasattr(self, "qkv_proj") else [self.q_proj, self.k_proj, self.v_proj]
-
     def forward(self, x, cos, sin, kv_cache, meta: AttentionMetadata, backend: AttentionBackend):
         h, kvh = self.num_heads, self.num_kv_heads
         if hasattr(self, "qkv_proj"):
@@ -124,25 +102,17 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
-        self.down_quant_group: int | None = None  # set by fuse_gate_up: silu_and_mul quantizes for down_proj
 
     def fuse_gate_up(self) -> None:
         fused = fuse_linears([self.gate_proj, self.up_proj])
         if fused is not None:  # other layer types keep two GEMMs
             self.gate_up_proj = fused
             del self.gate_proj, self.up_proj
-            self.down_quant_group = quantized_input_group([self.down_proj])
 
-    def input_projections(self) -> list[nn.Module]:
-        return [self.gate_up_proj] if hasattr(self, "gate_up_proj") else [self.gate_proj, self.up_proj]
-
-    def forward(self, x: torch.Tensor | QuantizedActivation) -> torch.Tensor:
-        if not hasattr(self, "gate_up_proj"):
-            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-        h = self.gate_up_proj(x)
-        if self.down_quant_group:
-            return self.down_proj(QuantizedActivation(*silu_and_mul_quant_fp8(h, self.down_quant_group), h.dtype))
-        return self.down_proj(silu_and_mul(h))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "gate_up_proj"):
+            return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):
@@ -198,14 +168,11 @@ class LlamaForCausalLM(nn.Module):
         return self.model.norm(x, residual)[0]
 
     def fuse(self) -> None:
-        """Merge layers that run faster together (q/k/v and gate/up projections, and for block-FP8 projections
-        the activation quantization into the norm or SiLU-and-mul before them); call after loading the weights."""
+        """Merge layers that run faster together (q/k/v and gate/up projections); call after the weights are
+        loaded."""
         for layer in self.model.layers:
             layer.self_attn.fuse_qkv()
             layer.mlp.fuse_gate_up()
-            # block-FP8 projections take their input quantized by the norm before them (one kernel, not two)
-            layer.input_layernorm.quant_group = quantized_input_group(layer.self_attn.input_projections())
-            layer.post_attention_layernorm.quant_group = quantized_input_group(layer.mlp.input_projections())
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits [N, vocab] for hidden states [N, hidden]."""
