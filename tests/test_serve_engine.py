@@ -1,6 +1,9 @@
 """The serving engine on a tiny random llama (CPU): block manager, scheduler, sampler, detokenizer, and the
-engine's invariants (batch-composition independence, chunked prefill, prefix caching, preemption, aborts)."""
+engine's invariants (batch-composition independence, chunked prefill, prefix caching, preemption, aborts).
+Engines here run on the CPU even where a GPU is present (KV budgets, block sizes and dtypes are CPU ones);
+tests/test_serve_gpu.py covers the GPU engine."""
 
+import functools
 import random
 
 import pytest
@@ -16,6 +19,11 @@ from kernelkit.serve.sampling import sample
 from kernelkit.serve.sequence import Sequence
 
 GREEDY = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
+CpuLLM = functools.partial(LLM, device="cpu")
+# the Triton attention backend on CPU tensors needs Triton's interpreter, which tests/conftest.py turns on only
+# without a GPU
+needs_interpreter = pytest.mark.skipif(torch.cuda.is_available(), reason="Triton's interpreter runs without a GPU "
+                                       "only; tests/test_serve_gpu.py covers the Triton backend on the GPU")
 
 
 @pytest.fixture(scope="module")
@@ -116,9 +124,9 @@ def test_incremental_detokenizer_matches_full_decode_and_stops(tiny):
 def test_batch_composition_chunked_prefill_and_prefix_cache_give_identical_tokens(tiny):
     g = random.Random(0)
     prompts = [[g.randrange(2, 290) for _ in range(n)] for n in (37, 5, 64, 21)]
-    alone = [LLM(tiny).generate([p], GREEDY)[0].token_ids for p in prompts]
-    batched = [o.token_ids for o in LLM(tiny).generate(prompts, GREEDY)]
-    chunked_llm = LLM(tiny, max_num_batched_tokens=16, block_size=8)
+    alone = [CpuLLM(tiny).generate([p], GREEDY)[0].token_ids for p in prompts]
+    batched = [o.token_ids for o in CpuLLM(tiny).generate(prompts, GREEDY)]
+    chunked_llm = CpuLLM(tiny, max_num_batched_tokens=16, block_size=8)
     chunked = [o.token_ids for o in chunked_llm.generate(prompts, GREEDY)]
     again = [o.token_ids for o in chunked_llm.generate(prompts, GREEDY)]  # prefixes now cached
     assert alone == batched == chunked == again
@@ -126,7 +134,7 @@ def test_batch_composition_chunked_prefill_and_prefix_cache_give_identical_token
 
 
 def test_mixed_requests_with_aborts_and_preemptions_free_every_block(tiny):
-    llm = LLM(tiny, kv_cache_memory=60 * 2 * 2 * 8 * 64 * 4, block_size=8, max_num_seqs=32,
+    llm = CpuLLM(tiny, kv_cache_memory=60 * 2 * 2 * 8 * 64 * 4, block_size=8, max_num_seqs=32,
               max_num_batched_tokens=96)
     engine = llm.engine
     assert engine.blocks.num_blocks == 60
@@ -153,7 +161,7 @@ def test_mixed_requests_with_aborts_and_preemptions_free_every_block(tiny):
 
 
 def test_request_errors(tiny):
-    llm = LLM(tiny, max_model_len=64)
+    llm = CpuLLM(tiny, max_model_len=64)
     with pytest.raises(RequestError, match="exceeds the maximum context length 64"):
         llm.generate([[5] * 60], SamplingParams(max_tokens=10))
     with pytest.raises(RequestError, match="empty"):
@@ -163,14 +171,14 @@ def test_request_errors(tiny):
 
 def test_a_kv_budget_below_one_block_is_a_clear_error(tiny):
     with pytest.raises(ValueError, match="no room for a KV cache: kv_cache_memory=100 bytes"):
-        LLM(tiny, kv_cache_memory=100)
+        CpuLLM(tiny, kv_cache_memory=100)
     out = CliRunner().invoke(main, ["generate", "--model", str(tiny), "--device", "cpu", "--kv-cache-memory", "100",
                                     "hi"])
     assert out.exit_code == 1 and "Error: no room for a KV cache" in out.output and "Traceback" not in out.output
 
 
 def test_stop_conditions_and_logprobs(tiny):
-    llm = LLM(tiny)
+    llm = CpuLLM(tiny)
     first = llm.generate([[5, 6, 7]], GREEDY)[0].token_ids
     out = llm.generate([[5, 6, 7]], SamplingParams(temperature=0, max_tokens=12, stop_token_ids=[first[3]],
                                                    ignore_eos=True, logprobs=2))[0]
@@ -188,23 +196,25 @@ def test_dummy_weights_need_only_config_and_tokenizer(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**CONFIG, "eos_token_id": 1, "quantization_config": {
         "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}}))
     write_tiny_tokenizer(tmp_path)
-    llm = LLM(tmp_path, load_format="dummy")
+    llm = CpuLLM(tmp_path, load_format="dummy")
     assert type(llm.engine.model.model.layers[0].mlp.down_proj).__name__ == "Fp8BlockLinear"
     assert len(llm.generate([[3, 4, 5]], GREEDY)[0].token_ids) == 12
 
 
+@needs_interpreter
 def test_triton_attention_backend_gives_the_same_tokens(tiny):
     """The GPU attention kernel inside the engine (Triton's interpreter without a GPU), chunked prefill and
     prefix hits included."""
     prompts = [[(7 * i + j) % 280 + 2 for j in range(n)] for i, n in enumerate((40, 3, 17))]
     options = dict(block_size=16, max_num_batched_tokens=24)
-    torch_tokens = [o.token_ids for o in LLM(tiny, attention_backend="torch", **options).generate(prompts, GREEDY)]
-    triton_llm = LLM(tiny, attention_backend="triton", **options)
+    torch_llm = CpuLLM(tiny, attention_backend="torch", **options)
+    torch_tokens = [o.token_ids for o in torch_llm.generate(prompts, GREEDY)]
+    triton_llm = CpuLLM(tiny, attention_backend="triton", **options)
     assert [o.token_ids for o in triton_llm.generate(prompts, GREEDY)] == torch_tokens
     assert [o.token_ids for o in triton_llm.generate(prompts, GREEDY)] == torch_tokens  # prefix-cache hits
 
 
-@pytest.mark.parametrize("backend", ["torch", "triton"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_interpreter)])
 def test_decode_through_padded_graph_buffers_gives_the_same_tokens(tiny, backend):
     """The CUDA-graph decode path without the capture (DecodeGraphs replays eagerly here): static buffers, batches
     padded up the size ladder into the scratch block, larger batches falling back to eager steps. Tokens must equal
@@ -217,8 +227,8 @@ def test_decode_through_padded_graph_buffers_gives_the_same_tokens(tiny, backend
               SamplingParams(temperature=0.9, top_k=20, max_tokens=6 + i, seed=i, ignore_eos=True)
               for i in range(len(prompts))]
     small = dict(max_num_batched_tokens=64, kv_cache_memory=24 * 2 * 2 * 16 * 64 * 4)  # 24 blocks: all get reused
-    expected = [o.token_ids for o in LLM(tiny, **small).generate(prompts, params)]
-    llm = LLM(tiny, attention_backend=backend, **small)
+    expected = [o.token_ids for o in CpuLLM(tiny, **small).generate(prompts, params)]
+    llm = CpuLLM(tiny, attention_backend=backend, **small)
     e = llm.engine
     assert e.blocks.num_blocks == 24
     e.runner = ModelRunner(e.model, e.blocks.num_blocks, e.config.block_size, torch.float32, e.device,
