@@ -40,9 +40,10 @@ def default_config(m: int, n: int, k: int, block_size: tuple[int, int]) -> dict:
     (the tuned H200 winners at M <= 16), with K split until there are ``DECODE_PROGRAMS`` programs (at least 4
     K blocks each); 128 x 128 tiles on 8 warps for prefill (the tuned winner at M = 4096)."""
     if m <= 16:
-        tiles, k_blocks = -(-n // 32), -(-k // block_size[1])
+        block_n = 32
+        tiles, k_blocks = -(-n // block_n), -(-k // block_size[1])
         split_k = max(1, min(-(-DECODE_PROGRAMS // max(tiles, 1)), k_blocks // 4))
-        return {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 32, "BLOCK_SIZE_K": block_size[1], "GROUP_SIZE_M": 1,
+        return {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": block_n, "BLOCK_SIZE_K": block_size[1], "GROUP_SIZE_M": 1,
                 "num_warps": 2, "num_stages": 6, "SPLIT_K": split_k}
     if m <= 256:
         return {"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": block_size[0], "BLOCK_SIZE_K": block_size[1], "GROUP_SIZE_M": 8,
