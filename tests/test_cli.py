@@ -42,3 +42,20 @@ def test_bad_arguments_are_usage_errors(cli):
     assert out.exit_code == 2 and "unknown kernel" in out.output
     out = CliRunner().invoke(main, ["jit", "warmup", "--arch", "hopper"])
     assert out.exit_code == 2 and "not a CUDA target" in out.output
+
+
+def test_warmup_with_jit_disabled_and_nothing_cached_is_one_line(cli, monkeypatch):
+    monkeypatch.setenv("KERNELKIT_DISABLE_JIT", "1")
+    out = CliRunner().invoke(main, ["jit", "warmup", "--arch", "sm_90a", "per_token_group_quant_8bit"])
+    assert out.exit_code == 1 and "Traceback" not in out.output and out.exception.__class__ is SystemExit
+    assert "not cached and KERNELKIT_DISABLE_JIT is set" in out.output
+
+
+def test_info_shows_extras_literally(cli):
+    from kernelkit.jit.backends import BACKENDS
+
+    reasons = [b.unavailable_reason() for b in BACKENDS.values()]
+    if not any(r and "kernelkit[" in r for r in reasons):
+        pytest.skip("every backend is installed here")
+    out = cli("info")
+    assert "pip install 'kernelkit[" in out.output and "pip install 'kernelkit')" not in out.output

@@ -160,3 +160,66 @@ def test_triton_cache_is_routed_per_architecture(fresh_cache, monkeypatch):
     monkeypatch.setattr(triton_backend, "_USER_CACHE_DIR", "/somewhere/else")
     get_backend("triton").route_cache(parse_target("sm_100a"))
     assert triton.knobs.cache.dir == str(fresh_cache / "sm_90" / "triton")  # the user's own setting wins
+
+
+def test_clear_removes_only_what_kernelkit_created(fresh_cache):
+    from click.testing import CliRunner
+
+    from kernelkit.cli import main
+
+    (fresh_cache / "pip").mkdir(parents=True)
+    (fresh_cache / "pip" / "wheel.whl").write_text("not kernelkit's")
+    (fresh_cache / "sm_80" / "nvrtc").mkdir(parents=True)  # a target-like name kernelkit did not create
+    (fresh_cache / "notes.txt").write_text("mine")
+    built, _ = ensure_built(SPEC, SM90A)
+    assert [e.path for e in cache.list_entries()] == [built]
+    out = CliRunner().invoke(main, ["jit", "clear"])
+    assert out.exit_code == 0, out.output
+    assert f"removed {fresh_cache / 'sm_90a'}" in out.output and "sm_80: not created by kernelkit" in out.output
+    assert not (fresh_cache / "sm_90a").exists()
+    assert (fresh_cache / "pip" / "wheel.whl").read_text() == "not kernelkit's"
+    assert (fresh_cache / "sm_80" / "nvrtc").is_dir() and (fresh_cache / "notes.txt").is_file()
+    bad = CliRunner().invoke(main, ["jit", "clear", "--arch", "../../etc"])
+    assert bad.exit_code == 2 and "not a CUDA target" in bad.output and "Traceback" not in bad.output
+
+
+@pytest.mark.parametrize("how", ["world-writable", "other owner"])
+def test_fallback_cache_refuses_a_directory_others_control(tmp_path, monkeypatch, how, kernelkit_logs):
+    if how == "other owner" and os.getuid() != 0:
+        pytest.skip("chown to another user needs root")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("KERNELKIT_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(cache, "_private_fallbacks", {})
+    planted = tmp_path / "tmp" / f"kernelkit-cache-{os.getuid()}"
+    planted.mkdir(parents=True)
+    # What another user planted where the fallback is predictable: a "valid" entry for our key.
+    monkeypatch.setenv("KERNELKIT_CACHE_DIR", str(planted / cache.__version__))
+    plant, _ = ensure_built(SPEC, SM90A)
+    monkeypatch.setenv("KERNELKIT_CACHE_DIR", str(blocker / "cache"))
+    if how == "world-writable":
+        planted.chmod(0o777)
+    else:
+        planted.chmod(0o700)
+        os.chown(planted, 65534, 65534)
+    path, built = ensure_built(SPEC, SM90A)
+    assert built and not path.is_relative_to(planted) and path != plant
+    assert (path.parents[3].stat().st_mode & 0o077) == 0  # the mkdtemp directory replacing it is private
+    assert any("refusing to trust" in r.message for r in kernelkit_logs.records)
+
+
+def test_read_only_warmed_cache_is_read(fresh_cache, monkeypatch, tmp_path):
+    warmed, _ = ensure_built(SPEC, SM90A)
+    # A deployment's cache mounted read-only (root ignores permission bits, so say so directly).
+    monkeypatch.setattr(cache, "_writable", lambda path: path != fresh_cache)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("KERNELKIT_DISABLE_JIT", "1")
+    assert ensure_built(SPEC, SM90A) == (warmed, False)
+    other = cuda_impl.spec("nvrtc", torch.bfloat16, torch.int8, 128, False)
+    with pytest.raises(JitDisabled, match="not cached"):
+        ensure_built(other, SM90A)
+    monkeypatch.delenv("KERNELKIT_DISABLE_JIT")
+    path, built = ensure_built(other, SM90A)  # new kernels go to the writable fallback
+    assert built and path.is_relative_to(tmp_path / "tmp")

@@ -7,6 +7,7 @@ import os
 import click
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kernelkit import __version__
@@ -40,21 +41,21 @@ def info() -> None:
     override = os.environ.get("KERNELKIT_ARCH")
     shown = f"{override} (KERNELKIT_ARCH)" if override else target or "none (set KERNELKIT_ARCH)"
     console.print(f"compile target: {shown}")
-    console.print(f"kernel cache: {cache.cache_root()}")
+    console.print(escape(f"kernel cache: {cache.cache_root()}"))
 
     table = Table("backend", "status", "versions", title="JIT backends")
     for name, backend in BACKENDS.items():
         reason = backend.unavailable_reason()
-        table.add_row(name, "[green]available[/green]" if reason is None else f"[yellow]unavailable[/yellow]: {reason}",
-                      _versions(backend) if reason is None else "")
+        table.add_row(name, "[green]available[/green]" if reason is None else
+                      f"[yellow]unavailable[/yellow]: {escape(reason)}", escape(_versions(backend)) if reason is None else "")
     console.print(table)
 
     table = Table("kernel", "implementations (fastest first)", "description", title="Registered kernels")
     for op in REGISTERED:
-        table.add_row(op.name, ", ".join(op.impls), op.summary)
+        table.add_row(op.name, ", ".join(op.impls), escape(op.summary))
     console.print(table)
 
     table = Table("scheme", "provided by", title=f"Quantization schemes (entry points '{registry.GROUP}')")
     for scheme in registry.list_schemes():
-        table.add_row(scheme.name, scheme.packages)
+        table.add_row(scheme.name, escape(scheme.packages))
     console.print(table)

@@ -1,6 +1,6 @@
 """``load(spec)``: the one entry point from a kernel spec to a callable, through the cache.
 
-Order of events for a spec: in-process memo -> verified cache entry -> (``KERNELKIT_DISABLE_JIT`` check)
+Order of events for a spec: in-process memo -> verified cache entry in any search root -> (``KERNELKIT_DISABLE_JIT`` check)
 -> per-key lock -> compiler slot -> build in staging -> publish by rename -> load.
 """
 
@@ -57,12 +57,15 @@ def ensure_built(spec: KernelSpec, target: Target) -> tuple[Path, bool]:
         CompileError: the compiler failed (message and build-log path included).
     """
     ref = entry_for(spec, target)
-    if cache.read_manifest(ref.path) is not None:
-        return ref.path, False
+    found = cache.find_valid(ref)
+    if found is not None:
+        return found, False
     if jit_disabled():
+        looked = ", ".join(str(root) for root in cache.search_roots())
         raise JitDisabled(
-            f"KERNELKIT_DISABLE_JIT is set and kernel {spec.label} [{spec.backend}, {target}] is not cached.\n"
-            f"missing: {ref.path}\nrun `kernelkit jit warmup --arch {target}` where compiling is allowed"
+            f"KERNELKIT_DISABLE_JIT is set and kernel {spec.label} [{spec.backend}, {target}] is not cached "
+            f"(looked in {looked}).\nmissing: {ref.relative}\n"
+            f"run `kernelkit jit warmup --arch {target}` where compiling is allowed"
         )
     backend = get_backend(spec.backend)
 

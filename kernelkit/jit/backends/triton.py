@@ -39,9 +39,9 @@ class TritonBackend:
             return
         import triton
 
-        from kernelkit.jit.cache import cache_root
+        from kernelkit.jit.cache import arch_dir, cache_root
 
-        path = cache_root() / target.name / "triton"
+        path = arch_dir(cache_root(), target.name) / "triton"
         path.mkdir(parents=True, exist_ok=True)
         triton.knobs.cache.dir = str(path)
         _routed.add(target.name)
