@@ -31,7 +31,7 @@ def src(tmp_path):
 
 def test_fp8_block_conversion(src, tmp_path):
     path, tensors = src
-    out = convert(path, tmp_path / "dst", progress=False)
+    out = convert(path, tmp_path / "dst", scheme_options={"block_size": (128, 128)}, progress=False)
     config = json.loads((out / "config.json").read_text())
     assert config["quantization_config"] == {
         "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128],
@@ -103,15 +103,83 @@ def test_interrupted_convert_leaves_dst_untouched_and_resumes(src, tmp_path, mon
                                         if a[k].dtype == torch.float8_e4m3fn else torch.equal(a[k], b[k]) for k in a)
 
 
+def test_default_block_size_fits_the_model(src, tmp_path):
+    """hidden 192 and intermediate 320 are not whole 128-blocks: the default picks 64 x 64, which every peer
+    loads."""
+    out = convert(src[0], tmp_path / "dst", progress=False)
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["weight_block_size"] == [64, 64]
+    assert _load_all(out)["model.layers.0.mlp.down_proj.weight_scale_inv"].shape == (3, 5)
+
+
 def test_existing_dst_needs_overwrite(src, tmp_path):
     dst = tmp_path / "dst"
-    dst.mkdir()
+    convert(src[0], dst, progress=False)
     (dst / "keep.txt").write_text("mine")
     with pytest.raises(ConvertError, match="exists; pass --overwrite"):
         convert(src[0], dst, progress=False)
     assert (dst / "keep.txt").read_text() == "mine"
-    convert(src[0], dst, overwrite=True, progress=False)
+    convert(src[0], dst, overwrite=True, progress=False)  # a checkpoint: replaced whole
     assert not (dst / "keep.txt").exists() and (dst / "config.json").is_file()
+
+
+def test_overwrite_never_deletes_what_is_not_a_checkpoint(src, tmp_path):
+    dst = tmp_path / "notes"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    with pytest.raises(ConvertError, match="not a checkpoint"):
+        convert(src[0], dst, overwrite=True, progress=False)
+    assert (dst / "keep.txt").read_text() == "mine" and not (tmp_path / ".notes.partial").exists()
+    (tmp_path / "empty").mkdir()
+    assert convert(src[0], tmp_path / "empty", overwrite=True, progress=False) == tmp_path / "empty"
+
+
+@pytest.mark.parametrize("where", ["parent", "same"])
+def test_dst_that_contains_src_is_refused(tmp_path, where):
+    model = tmp_path / "models" / "tiny"
+    write_tiny_llama(model)
+    (tmp_path / "models" / "other.txt").write_text("unrelated")
+    dst = tmp_path / "models" if where == "parent" else model
+    before = sorted(p.name for p in model.iterdir())
+    with pytest.raises(ConvertError, match="contains the source"):
+        convert(model, dst, overwrite=True, progress=False)
+    assert sorted(p.name for p in model.iterdir()) == before
+    assert (tmp_path / "models" / "other.txt").read_text() == "unrelated"
+
+
+def test_resume_refuses_a_source_that_changed(src, tmp_path, monkeypatch):
+    from safetensors.torch import save_file as real_save
+
+    def dies_on_second_shard(tensors, path, metadata=None):
+        if "00002" in str(path):
+            raise OSError("killed")
+        real_save(tensors, path, metadata=metadata)
+
+    with monkeypatch.context() as m:
+        m.setattr("safetensors.torch.save_file", dies_on_second_shard)
+        with pytest.raises(OSError):
+            convert(src[0], tmp_path / "dst", max_shard_size=60_000, progress=False)
+    with pytest.raises(ConvertError, match="other options"):
+        convert(src[0], tmp_path / "dst", "none", max_shard_size=60_000, resume=True, progress=False)
+    shard = sorted(src[0].glob("model-*.safetensors"))[1]
+    with safe_open(str(shard), framework="pt") as h:
+        changed = {k: h.get_tensor(k) * 2 for k in h.keys()}  # new weights, same shapes and names
+    from safetensors.torch import save_file
+
+    save_file(changed, str(shard))
+    with pytest.raises(ConvertError, match=rf"source changed since that run \({shard.name}\)"):
+        convert(src[0], tmp_path / "dst", max_shard_size=60_000, resume=True, progress=False)
+    assert not (tmp_path / "dst").exists()
+
+
+@pytest.mark.parametrize("layers, match", [
+    (3, r"describes tensors the checkpoint does not have: 9 missing, e.g. \['model.layers.2.input_layernorm"),
+    (1, r"layers 1..1 beyond config.json's num_hidden_layers=1"),
+])
+def test_layer_count_must_match_the_tensors(src, tmp_path, layers, match):
+    (src[0] / "config.json").write_text(json.dumps(dict(CONFIG, num_hidden_layers=layers)))
+    with pytest.raises(ConvertError, match=match):
+        convert(src[0], tmp_path / "dst", progress=False)
+    assert not (tmp_path / "dst").exists() and not (tmp_path / ".dst.partial").exists()
 
 
 def _break(path, how):
@@ -152,7 +220,7 @@ def test_nonfinite_weights(tmp_path):
     save_file(tensors, str(tmp_path / "src" / "model.safetensors"))
     with pytest.raises(ConvertError, match=r"tensor model.layers.1.self_attn.o_proj.weight has 1 NaN/Inf values"):
         convert(tmp_path / "src", tmp_path / "dst", progress=False)
-    assert not (tmp_path / "dst").exists()
+    assert not (tmp_path / "dst").exists() and not (tmp_path / ".dst.partial").exists()  # nothing to resume
     convert(tmp_path / "src", tmp_path / "dst", allow_nonfinite=True, progress=False)
 
 
@@ -219,3 +287,29 @@ def test_scheme_extra_files_are_written_and_calibration_is_refused(src, tmp_path
 
     with pytest.raises(ConvertError, match="needs calibration"):
         convert(src[0], tmp_path / "other", NeedsCalibration(), progress=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--block-size", "0,0"], "two positive integers"),
+    (["--block-size", "128"], "two positive integers"),
+    (["--block-size", "-1,-1"], "two positive integers"),
+    (["--ignore", "("], "--ignore '(' is not a regular expression"),
+    (["config: list"], "expected a JSON object"),
+    (["config: no intermediate_size"], "'intermediate_size' must be a positive integer"),
+    (["dst: under a file"], "cannot write the output next to"),
+])
+def test_cli_errors_are_one_line(src, tmp_path, args, message):
+    dst = tmp_path / "dst"
+    if args == ["config: list"]:
+        (src[0] / "config.json").write_text("[1, 2]")
+        args = []
+    elif args == ["config: no intermediate_size"]:
+        (src[0] / "config.json").write_text(json.dumps({k: v for k, v in CONFIG.items() if k != "intermediate_size"}))
+        args = []
+    elif args == ["dst: under a file"]:
+        (tmp_path / "afile").write_text("")
+        dst, args = tmp_path / "afile" / "dst", []
+    out = CliRunner().invoke(main, ["convert", str(src[0]), str(dst), *args])
+    assert out.exit_code == 1 and out.exception.__class__ is SystemExit, out.output
+    assert message in out.output and "Traceback" not in out.output
+    assert len(out.output.strip().splitlines()) == 1, out.output

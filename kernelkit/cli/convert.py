@@ -40,7 +40,9 @@ def _print_plan(plan: Plan) -> None:
 @click.argument("src", type=click.Path(exists=True))
 @click.argument("dst", type=click.Path())
 @click.option("--scheme", default="fp8-block", show_default=True, help="quantization scheme, or 'none'")
-@click.option("--block-size", default=None, help="weight block for block schemes, e.g. 128,128")
+@click.option("--block-size", default=None,
+              help="weight block for block schemes, e.g. 128,128 (default: 128x128, or 64x64 where the model's "
+                   "dimensions are not whole 128-blocks)")
 @click.option("--scale-ue8m0", is_flag=True, help="round block scales up to powers of two")
 @click.option("--ignore", multiple=True, metavar="REGEX", help="modules to leave unquantized (repeatable)")
 @click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "fp16", "fp32"]))
@@ -68,6 +70,9 @@ def convert_cmd(src, dst, scheme, block_size, scale_ue8m0, ignore, dtype, max_sh
                          dry_run=dry_run, allow_nonfinite=allow_nonfinite, device=device)
     except (ConvertError, SchemeError) as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # the disk filled up, a file vanished mid-run: finished shards stay for --resume
+        raise click.ClickException(f"{e.strerror or e}: {e.filename or dst} (finished shards are kept: rerun "
+                                   "with --resume to continue)") from None
     if dry_run:
         _print_plan(result)
     else:

@@ -82,6 +82,10 @@ class GgufSource:
                 out[f"{gguf_name}.weight"] = f"{hf}.weight"
         return out
 
+    def files(self) -> list[Path]:
+        """The one file the conversion reads."""
+        return [self.path]
+
     def tensors(self) -> Iterator[SourceTensor]:
         for t in self.reader.tensors:
             hf_name = self._names.get(t.name)

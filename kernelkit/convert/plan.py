@@ -70,6 +70,12 @@ def _quantized(t: SourceTensor, scheme: QuantScheme | None, ignore: list[re.Patt
     return True, None
 
 
+def linear_shapes(tensors: list[SourceTensor], scheme: QuantScheme, ignore: list[re.Pattern]
+                  ) -> dict[str, tuple[int, int]]:
+    """[N, K] of every linear layer the plan will quantize, by module name (what ``QuantScheme.fit`` sees)."""
+    return {t.name[: -len(".weight")]: t.shape for t in tensors if _quantized(t, scheme, ignore)[0]}
+
+
 def make_plan(tensors: list[SourceTensor], scheme: QuantScheme | None, dtype: torch.dtype,
               ignore: list[re.Pattern], max_shard_bytes: int) -> Plan:
     """Decide every tensor's action and outputs, then pack them into shards of at most ``max_shard_bytes``."""

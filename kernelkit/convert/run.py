@@ -7,6 +7,7 @@ finished shard is written through a temp file and recorded before the next begin
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Sequence
@@ -17,9 +18,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from kernelkit.convert.checks import check_finite, check_not_quantized, check_shapes
 from kernelkit.convert.errors import ConvertError
-from kernelkit.convert.plan import Plan, TensorPlan, make_plan
-from kernelkit.convert.sources import open_source
-from kernelkit.convert.writer import PartialDir
+from kernelkit.convert.plan import Plan, TensorPlan, linear_shapes, make_plan
+from kernelkit.convert.sources import identity, open_source
+from kernelkit.convert.writer import PartialDir, check_destination
 from kernelkit.jit.cache import atomic_write_text
 from kernelkit.quant import resolve_scheme
 from kernelkit.quant.scheme import DEFAULT_MODULES_TO_NOT_CONVERT, QuantScheme
@@ -34,6 +35,8 @@ def _scheme(name: str | QuantScheme, options: dict) -> QuantScheme | None:
         scheme = resolve_scheme(name, **options)
     except TypeError as e:
         raise ConvertError(f"scheme {name!r} does not take these options {sorted(options)}: {e}") from e
+    except ValueError as e:
+        raise ConvertError(str(e)) from e
     if scheme.needs_calibration:
         raise ConvertError(f"scheme {scheme.name!r} needs calibration activations, which kernelkit convert does not "
                            "collect yet")
@@ -121,26 +124,34 @@ def convert(src: str | Path, dst: str | Path, scheme: str | QuantScheme = "fp8-b
     src, dst = Path(src), Path(dst)
     if dtype not in DTYPES:
         raise ConvertError(f"--dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    if dst.exists() and not overwrite and not dry_run:
-        raise ConvertError(f"{dst} exists; pass --overwrite to replace it")
+    if not dry_run:
+        check_destination(src, dst, overwrite)
     out_dtype = DTYPES[dtype]
     source = open_source(src)
     tensors = list(source.tensors())
     check_not_quantized(source.config, tensors)
     check_shapes(source.config, tensors)
-    patterns = [re.compile(p) for p in ignore]
+    patterns = _patterns(ignore)
     options = dict(scheme_options or {})
     quant = _scheme(scheme, options)
+    if quant is not None:
+        quant = quant.fit(linear_shapes(tensors, quant, patterns))
     plan = make_plan(tensors, quant, out_dtype, patterns, max_shard_size)
     if quant is not None and plan.not_converted:
-        defaults = options.get("modules_to_not_convert", list(DEFAULT_MODULES_TO_NOT_CONVERT))
-        quant = _scheme(scheme, options | {"modules_to_not_convert": [*defaults, *plan.not_converted]})
+        quant = copy.copy(quant)  # the caller's scheme object stays as it was
+        quant.modules_to_not_convert = [*quant.modules_to_not_convert, *plan.not_converted]
     if dry_run:
         return plan
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    partial = PartialDir(dst, plan.digest({"scheme": scheme, "options": options, "ignore": list(ignore),
-                                           "dtype": dtype, "src": str(src.resolve())}), resume)
-    _write_shards(plan, partial, quant, out_dtype, run_device, allow_nonfinite, progress)
+    digest = plan.digest({"scheme": scheme if isinstance(scheme, str) else repr(scheme), "options": options,
+                          "config": quant.to_config() if quant is not None else None, "ignore": list(ignore),
+                          "dtype": dtype, "src": str(src.resolve())})
+    partial = PartialDir(dst, digest, identity(source.files()), resume)
+    try:
+        _write_shards(plan, partial, quant, out_dtype, run_device, allow_nonfinite, progress)
+    except ConvertError:
+        partial.discard()  # bad input: nothing to resume
+        raise
     if len(plan.shards) > 1:
         _write_index(plan, partial.path)
     _write_config(source.config, quant, out_dtype, partial.path)
@@ -148,6 +159,13 @@ def convert(src: str | Path, dst: str | Path, scheme: str | QuantScheme = "fp8-b
         atomic_write_text(partial.path / name, text)
     source.copy_side_files(partial.path)
     return partial.publish(overwrite)
+
+
+def _patterns(ignore: Sequence[str]) -> list[re.Pattern]:
+    try:
+        return [re.compile(p) for p in ignore]
+    except re.error as e:
+        raise ConvertError(f"--ignore {e.pattern!r} is not a regular expression: {e}") from e
 
 
 def _write_shards(plan: Plan, partial: PartialDir, scheme: QuantScheme | None, dtype: torch.dtype,

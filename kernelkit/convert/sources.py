@@ -60,7 +60,15 @@ class HfSource:
             self.config = json.loads(config_path.read_text())
         except ValueError as e:
             raise ConvertError(f"{config_path}: not valid JSON ({e})") from e
+        if not isinstance(self.config, dict):
+            raise ConvertError(f"{config_path}: expected a JSON object of model settings, got a "
+                               f"{type(self.config).__name__}")
         self.shards = self._shard_files()
+
+    def files(self) -> list[Path]:
+        """Every file the conversion reads (for ``--resume``'s check that the source did not change)."""
+        index = self.path / INDEX
+        return [self.path / "config.json", *([index] if index.is_file() else []), *self.shards]
 
     def _shard_files(self) -> list[Path]:
         index = self.path / INDEX
@@ -118,6 +126,12 @@ def _load_rows(shard: Path, name: str, start: int, stop: int) -> torch.Tensor:
             return sl[start:stop] if sl.get_shape() else handle.get_tensor(name).clone()
     except Exception as e:
         raise ConvertError(f"{shard}: cannot read tensor {name} ({e})") from e
+
+
+def identity(files: list[Path]) -> list[tuple[str, int, int]]:
+    """(name, size in bytes, mtime in ns) of each file: what ``--resume`` compares to know that the source
+    is the one the interrupted run read (a rewritten shard changes its size or its mtime)."""
+    return [(f.name, (st := f.stat()).st_size, st.st_mtime_ns) for f in files]
 
 
 def open_source(path: str | Path) -> HfSource:

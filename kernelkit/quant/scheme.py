@@ -6,7 +6,8 @@ life of a quantized checkpoint:
 - its HF ``quantization_config`` (``from_config`` / ``to_config``), with the keys its ecosystem expects;
 - which modules it quantizes (``quantizes``; ``modules_to_not_convert`` patterns, substring match as in
   sglang, vLLM and transformers; default: lm_head and embeddings; norms are never linear layers);
-- offline conversion of one linear layer's tensors (``convert_linear``), plus any extra files the format has
+- offline conversion of one linear layer's tensors (``convert_linear``) after adapting to the model's shapes
+  (``fit``), plus any extra files the format has
   (``extra_files``: ModelSlim's ``quant_model_description.json``);
 - calibration for schemes that need activations (``calibrate``: AWQ scales, SVDQuant smoothing), whose results
   ``convert_linear`` then uses;
@@ -18,7 +19,7 @@ life of a quantized checkpoint:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -50,6 +51,12 @@ class QuantScheme(ABC):
     def quantizes(self, module_name: str) -> bool:
         """Whether the linear layer ``module_name`` (e.g. ``model.layers.0.mlp.down_proj``) is quantized."""
         return not any(pattern in module_name for pattern in self.modules_to_not_convert)
+
+    def fit(self, linear_shapes: Mapping[str, tuple[int, int]]) -> QuantScheme:
+        """The scheme ``kernelkit convert`` uses for a model whose quantized linear layers have these [N, K]
+        shapes (by module name): a scheme may pick block or group sizes that divide them, and log why. Default:
+        itself."""
+        return self
 
     @abstractmethod
     def convert_linear(self, prefix: str, weight: torch.Tensor, bias: torch.Tensor | None) -> dict[str, torch.Tensor]:
