@@ -46,8 +46,8 @@ def info() -> None:
     table = Table("backend", "status", "versions", title="JIT backends")
     for name, backend in BACKENDS.items():
         reason = backend.unavailable_reason()
-        table.add_row(name, "[green]available[/green]" if reason is None else
-                      f"[yellow]unavailable[/yellow]: {escape(reason)}", escape(_versions(backend)) if reason is None else "")
+        status = "[green]available[/green]" if reason is None else f"[yellow]unavailable[/yellow]: {escape(reason)}"
+        table.add_row(name, status, escape(_versions(backend)) if reason is None else "")
     console.print(table)
 
     table = Table("kernel", "implementations (fastest first)", "description", title="Registered kernels")

@@ -23,7 +23,7 @@ from kernelkit.convert.sources import identity, open_source
 from kernelkit.convert.writer import PartialDir, check_destination
 from kernelkit.jit.cache import atomic_write_text
 from kernelkit.quant import resolve_scheme
-from kernelkit.quant.scheme import DEFAULT_MODULES_TO_NOT_CONVERT, QuantScheme
+from kernelkit.quant.scheme import QuantScheme
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 

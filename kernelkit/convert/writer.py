@@ -40,7 +40,8 @@ def check_destination(src: Path, dst: Path, overwrite: bool) -> None:
         raise ConvertError(f"{dst} exists; pass --overwrite to replace it")
     if any(dst.iterdir()) and not _is_checkpoint(dst):
         raise ConvertError(f"refusing to replace {dst}: it is not a checkpoint (no config.json with safetensors "
-                           "files), so --overwrite would delete unrelated files; remove it yourself or pick another DST")
+                           "files), so --overwrite would delete unrelated files; remove it yourself or pick another "
+                           "DST")
 
 
 class PartialDir:

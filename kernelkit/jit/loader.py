@@ -1,7 +1,7 @@
 """``load(spec)``: the one entry point from a kernel spec to a callable, through the cache.
 
-Order of events for a spec: in-process memo -> verified cache entry in any search root -> (``KERNELKIT_DISABLE_JIT`` check)
--> per-key lock -> compiler slot -> build in staging -> publish by rename -> load.
+Order of events for a spec: in-process memo -> verified cache entry in any search root
+-> (``KERNELKIT_DISABLE_JIT`` check) -> per-key lock -> compiler slot -> build in staging -> publish by rename -> load.
 """
 
 from __future__ import annotations

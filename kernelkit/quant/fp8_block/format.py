@@ -3,8 +3,9 @@
 weight [N, K] float8_e4m3fn, weight_scale_inv [ceil(N/bn), ceil(K/bk)] float32, where each bn x bk block's
 scale = max(amax(block), 1e-10) / 448 (optionally rounded up to a power of two: ``scale_fmt: ue8m0``) and
 weight = cast(clamp(w / scale, -448, 448)), dividing in fp32 as DeepSeek-V3's reference and sglang's
-``convert_hf_to_fp8.py`` do (``w * (1 / scale)`` differs from them by one code on rounding ties). Ragged edge blocks (N or K not a multiple of the block) use only the values
-they contain. Dequantization: w ~ weight * scale, blockwise.
+``convert_hf_to_fp8.py`` do (``w * (1 / scale)`` differs from them by one code on rounding ties).
+Ragged edge blocks (N or K not a multiple of the block) use only the values they contain. Dequantization:
+w ~ weight * scale, blockwise.
 
 Source: DeepSeek-V3 (arXiv 2412.19437, section 3.3) and its ``weight_dequant`` in
 inference/kernel.py; the same layout sglang, vLLM and transformers' FineGrainedFP8 load.
