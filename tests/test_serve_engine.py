@@ -98,8 +98,11 @@ def test_unfiltered_rows_do_not_depend_on_filtering_neighbours():
     assert 0 < (beside[5] > 0).sum() <= 50
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(max_tokens=0),
-                                 dict(min_p=2), dict(logprobs=50), dict(top_k=-2)])
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(top_p=1.5), dict(max_tokens=-1),
+                                 dict(min_p=2), dict(logprobs=50), dict(top_k=-2), dict(top_k=2**63),
+                                 dict(seed=2**64), dict(seed=-2**63 - 1), dict(stop_token_ids=[2**63]),
+                                 dict(temperature=float("nan")), dict(top_p=float("inf")), dict(prompt_logprobs=21),
+                                 dict(max_tokens=2**31)])
 def test_sampling_params_validation(bad):
     with pytest.raises(ValueError):
         SamplingParams(**bad)

@@ -119,9 +119,8 @@ def test_queue_full_api_key_and_sigterm_drain(tmp_path):
         assert rest[-1] == "data: [DONE]"
         chunks = [json.loads(line[6:]) for line in rest[:-1]]
         assert chunks[-1]["choices"][0]["finish_reason"] == "length"
-        # uvicorn re-raises the signal once its graceful shutdown is over, so the process ends "by SIGTERM"
-        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
-        assert "Application shutdown complete" in proc.stdout.read()
+        assert proc.wait(timeout=60) == 0  # a drained shutdown is a clean exit, not a death by SIGTERM
+        assert "Application shutdown complete" in proc.output()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -57,11 +57,18 @@ def _load_engine(config: EngineConfig):
 @click.option("--api-key", default=None, envvar="KERNELKIT_API_KEY", help="require this bearer token")
 @click.option("--served-model-name", default=None, help="model id clients use (default: the directory name)")
 @click.option("--max-pending", default=256, show_default=True, help="requests in flight before 503")
-def serve_cmd(host, port, api_key, served_model_name, max_pending, **engine) -> None:
-    """Serve MODEL over an OpenAI-compatible HTTP API."""
+@click.option("--max-request-bytes", default=4 << 20, show_default=True, type=click.IntRange(min=1),
+              help="larger request bodies get 413 before they are parsed")
+@click.option("--shutdown-timeout", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="seconds in-flight requests may finish after SIGTERM/SIGINT before they are aborted")
+def serve_cmd(host, port, api_key, served_model_name, max_pending, max_request_bytes, shutdown_timeout,
+              **engine) -> None:
+    """Serve MODEL over an OpenAI-compatible HTTP API. Exits 0 after a signal, 1 if the engine fails for good."""
     from kernelkit.serve.server import serve
 
-    serve(_load_engine(_config(**engine)), host, port, api_key, served_model_name, max_pending)
+    status = serve(_load_engine(_config(**engine)), host, port, api_key, served_model_name, max_pending,
+                   max_request_bytes, shutdown_timeout)
+    raise SystemExit(status)
 
 
 @click.command("generate")

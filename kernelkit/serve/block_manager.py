@@ -48,9 +48,10 @@ class BlockManager:
         return block
 
     def _prefix_hits(self, seq: Sequence) -> list[int]:
-        """Cached blocks matching the sequence's leading full blocks (never its last token: it needs logits)."""
+        """Cached blocks matching the sequence's leading full blocks (never its last token: it needs logits; none
+        for a sequence that asks for prompt logprobs, which need the logits of every prompt position)."""
         hits, prev = [], 0
-        if not self.prefix_caching:
+        if not self.prefix_caching or seq.params.prompt_logprobs is not None:
             return hits
         for i in range((seq.num_tokens - 1) // self.block_size):
             tokens = seq.token_ids[i * self.block_size:(i + 1) * self.block_size]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +22,14 @@ from kernelkit.serve.cuda_graph import graph_batch_sizes
 from kernelkit.serve.detokenizer import IncrementalDetokenizer
 from kernelkit.serve.model.loader import load_model
 from kernelkit.serve.runner import ModelRunner, kv_bytes_per_block
-from kernelkit.serve.sampling import SamplingParams, sample
+from kernelkit.serve.sampling import SamplingParams, gather_logprobs, sample
 from kernelkit.serve.scheduler import Scheduler
 from kernelkit.serve.sequence import Sequence, Status
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PROMPT_LOGPROB_ROWS = 256  # prompt positions turned into vocabulary-wide logits at a time (bounds the memory)
+
+log = logging.getLogger("kernelkit.serve")
 
 
 class RequestError(ValueError):
@@ -50,6 +54,7 @@ class RequestOutput:
     _num_prompt_tokens: int = field(repr=False)
     _num_tokens: int = field(repr=False)
     _logprobs: list | None = field(default=None, repr=False)
+    _prompt_logprobs: list | None = field(default=None, repr=False)
 
     @property
     def prompt_token_ids(self) -> list[int]:
@@ -64,6 +69,12 @@ class RequestOutput:
         """Per generated token: (token, logprob, top [(token, logprob)]), if the request asked for logprobs."""
         return None if self._logprobs is None else self._logprobs[:self._num_tokens - self._num_prompt_tokens]
 
+    @property
+    def prompt_logprobs(self) -> list | None:
+        """Per prompt token after the first: (token, logprob given the tokens before it, top [(token, logprob)]),
+        if the request asked for prompt logprobs (complete once the prompt is prefilled)."""
+        return self._prompt_logprobs
+
 
 class LLMEngine:
     def __init__(self, config: EngineConfig):
@@ -75,10 +86,10 @@ class LLMEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(config.model)
         self.model = load_model(config.model, dtype, self.device, config.load_format)
         cfg = self.model.config
-        self.max_model_len = config.max_model_len or min(cfg.max_position_embeddings, 8192)
         backend = self._backend()
         graphs = self.device.type == "cuda" and backend.capturable and not config.enforce_eager
         num_blocks = self._num_blocks(dtype, reserved=int(graphs))  # graphs' padding rows own a scratch block
+        self.max_model_len = self._max_model_len(num_blocks * config.block_size)
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
         self.runner = ModelRunner(self.model, num_blocks, config.block_size, dtype, self.device, backend,
@@ -87,6 +98,21 @@ class LLMEngine:
         self.eos_token_ids = set(cfg.eos_token_ids) | self._generation_eos()
         self.generator = torch.Generator().manual_seed(config.seed)
         self.requests: dict[str, tuple[Sequence, IncrementalDetokenizer]] = {}
+        self.last_step_request_ids: list[str] = []  # the requests of the latest step, for failing them on error
+
+    def _max_model_len(self, kv_tokens: int) -> int:
+        """``max_model_len``, or by default the model's context (at most 8192) capped to what the KV cache holds
+        (logged). Raises ValueError if an explicit ``max_model_len`` does not fit the KV cache."""
+        configured = self.config.max_model_len
+        wanted = configured or min(self.model.config.max_position_embeddings, 8192)
+        if wanted <= kv_tokens:
+            return wanted
+        if configured:
+            raise ValueError(f"max_model_len={configured} does not fit the KV cache, which holds {kv_tokens} tokens: "
+                             "lower max_model_len or give the KV cache more memory")
+        log.warning("the KV cache holds %d tokens, fewer than the model's context of %d: max_model_len is %d",
+                    kv_tokens, wanted, kv_tokens)
+        return kv_tokens
 
     def _backend(self):
         choice = self.config.attention_backend
@@ -175,20 +201,43 @@ class LLMEngine:
         return self.scheduler.has_work()
 
     def step(self) -> list[RequestOutput]:
-        """Run one forward step; returns an output for every request that produced a token."""
+        """Run one forward step; returns an output for every request that produced a token (or, with
+        ``max_tokens`` 0, finished its prompt). If it raises, ``last_step_request_ids`` names the requests the
+        step was running."""
         batch = self.scheduler.schedule()
+        self.last_step_request_ids = [s.request_id for s in batch.seqs]
         if not batch.seqs:
             return []
-        logits, picked = self.runner.run(batch)
+        scored = _prompt_logprob_rows(batch)
+        logits, picked, hidden = self.runner.run(batch, [row for row, _, _ in scored])
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             seq.num_computed_tokens += n
             self.blocks.mark_computed(seq)
-        seqs = [batch.seqs[i] for i in picked]
+        if scored:
+            self._record_prompt_logprobs(scored, hidden)
+        outs = [self._finish_scoring(batch.seqs[i]) for i in picked if batch.seqs[i].params.max_tokens == 0]
+        keep = [j for j, i in enumerate(picked) if batch.seqs[i].params.max_tokens > 0]
+        seqs = [batch.seqs[picked[j]] for j in keep]
         if not seqs:
-            return []
-        result = sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
-        return [self._advance(seq, result.tokens[i], result.logprobs[i], result.top_logprobs[i])
-                for i, seq in enumerate(seqs)]
+            return outs
+        result = sample(logits[keep], [s.params for s in seqs], [s.generator for s in seqs])
+        return outs + [self._advance(seq, result.tokens[i], result.logprobs[i], result.top_logprobs[i])
+                       for i, seq in enumerate(seqs)]
+
+    @torch.inference_mode()
+    def _record_prompt_logprobs(self, scored: list[tuple[int, Sequence, int]], hidden: torch.Tensor) -> None:
+        """Append each scored position's prompt logprob to its sequence, a few hundred rows of logits at a time."""
+        for start in range(0, len(scored), PROMPT_LOGPROB_ROWS):
+            chunk = scored[start:start + PROMPT_LOGPROB_ROWS]
+            logits = self.model.compute_logits(hidden[start:start + len(chunk)])
+            for (_, seq, pos), row in zip(chunk, range(len(chunk)), strict=True):
+                seq.prompt_logprobs.append(gather_logprobs(logits[row:row + 1], [seq.token_ids[pos + 1]],
+                                                           seq.params.prompt_logprobs)[0])
+
+    def _finish_scoring(self, seq: Sequence) -> RequestOutput:
+        """A ``max_tokens`` 0 request whose prompt is done: nothing to generate."""
+        self._retire(seq, "length")
+        return self._output(seq, "", "", [])
 
     def _advance(self, seq: Sequence, token: int, logprob, top) -> RequestOutput:
         seq.token_ids.append(token)
@@ -201,10 +250,28 @@ class LLMEngine:
             self._retire(seq, "stop")
         elif seq.num_tokens - seq.num_prompt_tokens >= params.max_tokens or seq.num_tokens >= self.max_model_len:
             self._retire(seq, "length")
-        return RequestOutput(seq.request_id, detok.text, delta, [token], seq.status is Status.FINISHED,
+        return self._output(seq, detok.text, delta, [token])
+
+    def _output(self, seq: Sequence, text: str, delta: str, delta_ids: list[int]) -> RequestOutput:
+        params = seq.params
+        return RequestOutput(seq.request_id, text, delta, delta_ids, seq.status is Status.FINISHED,
                              seq.finish_reason, seq.token_ids, seq.num_prompt_tokens, seq.num_tokens,
-                             seq.logprobs if params.logprobs is not None else None)
+                             seq.logprobs if params.logprobs is not None else None,
+                             seq.prompt_logprobs if params.prompt_logprobs is not None else None)
 
     def _retire(self, seq: Sequence, reason: str) -> None:
         self.scheduler.finish(seq, reason)
         del self.requests[seq.request_id]
+
+
+def _prompt_logprob_rows(batch) -> list[tuple[int, Sequence, int]]:
+    """(row in the step's flattened tokens, sequence, position p) for every position whose logits score prompt
+    token p + 1 and that the sequence has not scored yet (a preempted sequence recomputes its prompt)."""
+    rows, offset = [], 0
+    for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+        if seq.params.prompt_logprobs is not None:
+            first = seq.num_computed_tokens
+            for pos in range(max(first, len(seq.prompt_logprobs)), min(first + n, seq.num_prompt_tokens - 1)):
+                rows.append((offset + pos - first, seq, pos))
+        offset += n
+    return rows

@@ -41,6 +41,10 @@ class Metrics:
         self.generation_tokens.inc(len(out.delta_token_ids))
         self._recent.extend([now] * len(out.delta_token_ids))
 
+    def forget(self, request_id: str) -> None:
+        """Drop what is kept about a request that ended without a finished output (aborted, failed)."""
+        self._last_token.pop(request_id, None)
+
     def observe_engine(self, engine) -> None:
         self.waiting.set(len(engine.scheduler.waiting))
         self.running.set(len(engine.scheduler.running))

@@ -80,8 +80,11 @@ class ModelRunner:
         return as_tensor(h.input_ids, torch.int64), as_tensor(h.positions, torch.int64), meta, h.sample_rows
 
     @torch.inference_mode()
-    def run(self, batch: ScheduledBatch) -> tuple[torch.Tensor, list[int]]:
-        """(fp32 logits [S, vocab] of the sampled sequences, their indices in the batch)."""
+    def run(self, batch: ScheduledBatch, extra_rows: list[int] = ()
+            ) -> tuple[torch.Tensor, list[int], torch.Tensor | None]:
+        """(fp32 logits [S, vocab] of the sampled sequences, their indices in the batch, final hidden states
+        [E, hidden] of ``extra_rows``, rows of the flattened new tokens, e.g. for prompt logprobs; None if none
+        were asked for)."""
         if self.graphs is not None and max(batch.num_new_tokens) == 1 and self.graphs.fits(len(batch.seqs)):
             h = host_inputs(batch, self.block_size)
             hidden = self.graphs.run(h.input_ids, h.positions, h.slot_mapping, h.context_lens, h.block_tables)
@@ -89,7 +92,8 @@ class ModelRunner:
         else:
             ids, positions, meta, rows = self.prepare(batch)
             hidden = self.model(ids, positions, self.kv_caches, meta, self.backend)
+        extra = hidden[list(extra_rows)] if extra_rows else None
         picked = [i for i, row in enumerate(rows) if row >= 0]
         if not picked:
-            return torch.empty(0, self.model.config.vocab_size, device=self.device), []
-        return self.model.compute_logits(hidden[[rows[i] for i in picked]]), picked
+            return torch.empty(0, self.model.config.vocab_size, device=self.device), [], extra
+        return self.model.compute_logits(hidden[[rows[i] for i in picked]]), picked, extra

@@ -35,6 +35,7 @@ class Sequence:
     status: Status = Status.WAITING
     finish_reason: str | None = None
     logprobs: list = field(default_factory=list)
+    prompt_logprobs: list = field(default_factory=list)  # (token, logprob, top) of prompt tokens 1, 2, ...
 
     def __post_init__(self):
         self.num_prompt_tokens = self.num_prompt_tokens or len(self.token_ids)
