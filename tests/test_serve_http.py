@@ -62,6 +62,39 @@ def test_openai_client_chat_and_completions(server):
     assert sampled[0] == sampled[1]  # seeded sampling is reproducible
 
 
+def test_batched_prompts_echo_and_scoring(server):
+    """OpenAI's legacy completions as lm-evaluation-harness uses them: a list of prompts (text or token ids)
+    gets one choice each; echo returns the prompt and its tokens' logprobs (the first one null); max_tokens 0
+    with echo only scores the prompt."""
+    client = _client(server)
+    prompts = ["the quick brown", "hello world"]
+    out = client.completions.create(model="tiny", prompt=prompts, max_tokens=3, temperature=0, echo=True,
+                                    logprobs=1, extra_body={"ignore_eos": True})
+    assert [c.index for c in out.choices] == [0, 1]
+    alone = [client.completions.create(model="tiny", prompt=p, max_tokens=3, temperature=0, logprobs=1,
+                                       extra_body={"ignore_eos": True}) for p in prompts]
+    for choice, prompt, single in zip(out.choices, prompts, alone, strict=True):
+        assert choice.text == prompt + single.choices[0].text
+        lp = choice.logprobs
+        n_prompt = len(lp.tokens) - 3
+        assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+        assert all(isinstance(v, float) and v <= 0 for v in lp.token_logprobs[1:])
+        assert lp.token_logprobs[n_prompt:] == pytest.approx(single.choices[0].logprobs.token_logprobs, abs=1e-5)
+        assert all(len(top) == 1 for top in lp.top_logprobs[1:])
+    assert out.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+    assert out.usage.completion_tokens == 6
+    scored = client.completions.create(model="tiny", prompt=[[0, 5, 6, 7], [0, 9]], max_tokens=0, echo=True,
+                                       logprobs=0)
+    assert [len(c.logprobs.token_logprobs) for c in scored.choices] == [4, 2]
+    assert all(c.finish_reason == "length" for c in scored.choices) and scored.usage.completion_tokens == 0
+    ids = client.completions.create(model="tiny", prompt=[0, 5, 6, 7], max_tokens=2, temperature=0)
+    assert len(ids.choices) == 1 and ids.usage.prompt_tokens == 4
+    streamed = list(client.completions.create(model="tiny", prompt=prompts, max_tokens=3, temperature=0,
+                                              echo=True, stream=True, extra_body={"ignore_eos": True}))
+    for i, choice in enumerate(out.choices):
+        assert "".join(c.choices[0].text for c in streamed if c.choices[0].index == i) == choice.text
+
+
 @pytest.mark.parametrize("body, status, code", [
     ({"model": "other", "prompt": "x"}, 404, "model_not_found"),
     ({"model": "tiny", "prompt": "x", "max_tokens": -3}, 400, None),

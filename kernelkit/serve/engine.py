@@ -3,6 +3,15 @@
 step(): schedule -> run the model -> advance computed tokens (and register full blocks for prefix caching)
 -> sample the sequences that reached the end of their tokens -> detokenize, check stop conditions -> retire
 finished requests, freeing their blocks at once.
+
+Batch composition: the sampler works row by row (``sampling.py``), so what a seeded request produces depends
+on the other requests of its steps only through its logits. What holds for those:
+- CPU: attention runs one sequence at a time and norms, rotary and activations row by row; the matmuls of
+  unquantized layers take BLAS's M-dependent reduction order, ~1e-6 of logprob in fp32; the block-FP8
+  reference GEMM accumulates in float64, so fp8-block models drift as little (tests/test_serve_scoring.py).
+- GPU: kernels are chosen by batch size (the block-FP8 GEMM: split-K Triton below 16 rows, cuBLAS from 16;
+  cuBLAS's own per-shape choices in bf16), so logits differ at rounding level between batch compositions, and
+  in bf16 or fp8 that can change a sampled token, as in vLLM and sglang outside their batch-invariant modes.
 """
 
 from __future__ import annotations
