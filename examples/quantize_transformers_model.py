@@ -24,8 +24,8 @@ def main() -> None:
         return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
     before = answer()
-    quantize_(model, "fp8-block")  # every nn.Linear but lm_head becomes an Fp8BlockLinear
-    swapped = sum(type(m).__name__ == "Fp8BlockLinear" for m in model.modules())
+    quantize_(model, "fp8-block")  # every nn.Linear but lm_head now computes through the block-FP8 method
+    swapped = sum(type(getattr(m, "quant_method", None)).__name__ == "Fp8BlockLinearMethod" for m in model.modules())
     print(f"float32:   {before!r}")
     print(f"fp8-block: {answer()!r}  ({swapped} linear layers quantized)")
 

@@ -1,5 +1,6 @@
 """Start ``kernelkit serve`` as a subprocess on a free loopback port, for HTTP tests."""
 
+import contextlib
 import functools
 import socket
 import subprocess
@@ -62,3 +63,23 @@ def start_server(model, *args, fault: str | None = None) -> tuple[subprocess.Pop
         if proc.poll() is not None:
             raise RuntimeError(proc.output())
     raise RuntimeError("server did not start")
+
+
+@contextlib.contextmanager
+def serving(model, *args, fault: str | None = None):
+    """``start_server`` for the length of a ``with`` block: yields (process, URL); terminates it after."""
+    proc, url = start_server(model, *args, fault=fault)
+    try:
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
+
+
+def metric(url: str, name: str) -> float:
+    """One value of the server's Prometheus /metrics."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)

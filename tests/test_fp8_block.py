@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from kernelkit.layers import QuantContext, ReplicatedLinear, load_tensors
 from kernelkit.quant import get_scheme, quantize_
 from kernelkit.quant.fp8_block.format import dequantize_weight, quantize_weight
-from kernelkit.quant.fp8_block.linear import Fp8BlockLinear
+from kernelkit.quant.fp8_block.linear import Fp8BlockLinearMethod
 from kernelkit.quant.fp8_block.scheme import Fp8BlockScheme
 
 
@@ -74,7 +75,7 @@ def test_ue8m0_scales_are_powers_of_two():
 def test_linear_matches_dequantized_reference_with_ragged_k():
     torch.manual_seed(0)
     linear = torch.nn.Linear(576, 200, bias=True)
-    layer = Fp8BlockLinear.from_float(linear)
+    layer = quantize_(torch.nn.Sequential(linear), "fp8-block", block_size=(128, 128))[0]
     x = torch.randn(3, 5, 576)
     y = layer(x)
     assert y.shape == (3, 5, 200) and y.dtype == torch.float32
@@ -88,10 +89,10 @@ def test_linear_matches_dequantized_reference_with_ragged_k():
 
 
 def test_linear_state_dict_uses_checkpoint_names_and_compiles():
-    layer = Fp8BlockLinear.from_float(torch.nn.Linear(256, 128, bias=False))
+    layer = quantize_(torch.nn.Sequential(torch.nn.Linear(256, 128, bias=False)), "fp8-block")[0]
     assert set(layer.state_dict()) == {"weight", "weight_scale_inv"}
-    empty = Fp8BlockScheme().empty_linear(256, 128, False, torch.float32)
-    empty.load_state_dict(layer.state_dict())
+    empty = ReplicatedLinear(256, 128, quant=QuantContext(Fp8BlockScheme()), prefix="proj")
+    load_tensors(empty, [(k, v, "test") for k, v in layer.state_dict().items()])
     x = torch.randn(4, 256)
     torch.testing.assert_close(torch.compile(empty, fullgraph=True, backend="aot_eager")(x), layer(x))
 
@@ -120,10 +121,11 @@ def test_quantize_swaps_linears_but_not_excluded_modules():
         "lm_head": torch.nn.Linear(64, 10),
     })
     quantize_(model, "fp8-block")
-    assert isinstance(model["layers"][0], Fp8BlockLinear) and isinstance(model["layers"][2], Fp8BlockLinear)
+    fp8 = lambda m: isinstance(getattr(m, "quant_method", None), Fp8BlockLinearMethod)  # noqa: E731
+    assert fp8(model["layers"][0]) and fp8(model["layers"][2])
     assert type(model["lm_head"]) is torch.nn.Linear and type(model["embed_tokens"]) is torch.nn.Embedding
     quantize_(model, "fp8-block", modules_to_not_convert=[])
-    assert isinstance(model["lm_head"], Fp8BlockLinear)
+    assert fp8(model["lm_head"])
     with pytest.raises(TypeError, match="constructor"):
         quantize_(model, Fp8BlockScheme(), block_size=(64, 64))
 

@@ -1,6 +1,8 @@
 """GPU: the block-FP8 GEMM backends against the reference, Fp8BlockLinear under torch.compile and CUDA graphs,
 and transformers' FineGrainedFP8 reading a checkpoint converted on the GPU. Skipped without a GPU."""
 
+import copy
+
 import pytest
 import torch
 from hf_checks import assert_same_dequantized_weights
@@ -8,8 +10,8 @@ from hf_checks import assert_same_dequantized_weights
 from kernelkit.ops import per_token_group_quant_fp8, w8a8_block_fp8_matmul
 from kernelkit.ops.dispatch import last_used
 from kernelkit.ops.gemm import configs, reference, scaled_mm, triton_impl
+from kernelkit.quant import quantize_
 from kernelkit.quant.fp8_block.format import quantize_weight
-from kernelkit.quant.fp8_block.linear import Fp8BlockLinear
 
 pytestmark = pytest.mark.gpu
 SHAPES = [(1, 4096, 4096), (4, 4096, 4096), (2, 4096, 4096), (16, 2112, 7168), (37, 2112, 7168), (64, 576, 1536),
@@ -51,8 +53,8 @@ def test_dispatch_matches_reference_and_probes_cublas_once(m, n, k):
 def test_linear_on_gpu_matches_cpu_and_runs_in_graphs_and_compile():
     torch.manual_seed(0)
     linear = torch.nn.Linear(576, 1536, bias=False)
-    cpu_layer = Fp8BlockLinear.from_float(linear)
-    gpu_layer = Fp8BlockLinear.from_float(linear.cuda().bfloat16())
+    cpu_layer = quantize_(torch.nn.Sequential(linear), "fp8-block")[0]
+    gpu_layer = quantize_(torch.nn.Sequential(copy.deepcopy(linear).cuda().bfloat16()), "fp8-block")[0]
     x = torch.randn(37, 576)
     y_cpu = cpu_layer(x)
     y_gpu = gpu_layer(x.cuda().bfloat16())

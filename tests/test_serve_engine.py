@@ -200,7 +200,7 @@ def test_dummy_weights_need_only_config_and_tokenizer(tmp_path):
         "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}}))
     write_tiny_tokenizer(tmp_path)
     llm = CpuLLM(tmp_path, load_format="dummy")
-    assert type(llm.engine.model.model.layers[0].mlp.down_proj).__name__ == "Fp8BlockLinear"
+    assert type(llm.engine.model.model.layers[0].mlp.down_proj.quant_method).__name__ == "Fp8BlockLinearMethod"
     assert len(llm.generate([[3, 4, 5]], GREEDY)[0].token_ids) == 12
 
 

@@ -11,17 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_process import POISON, start_server
+from serve_process import POISON, metric, serving
 from tiny_llama import write_tiny_model
 
 pytestmark = pytest.mark.slow
-
-
-def _metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise KeyError(name)
 
 
 def _wait_for(predicate, timeout: float = 10.0) -> bool:
@@ -39,11 +32,14 @@ def model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(model):
-    proc, url = start_server(model, "--served-model-name", "tiny", "--max-pending", "4")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=60)
+def running(model):
+    with serving(model, "--served-model-name", "tiny", "--max-pending", "4") as (proc, url):
+        yield proc, url
+
+
+@pytest.fixture(scope="module")
+def server(running):
+    return running[1]
 
 
 def _raw(url: str, body: bytes, path: str = "/v1/completions") -> httpx.Response:
@@ -98,31 +94,29 @@ def test_invalid_unicode_and_bodies_get_openai_errors(server):
 def test_non_streaming_client_that_leaves_is_aborted(server):
     """`curl -m 1` on a long completion: the request must stop at once, give its slot back and not run on."""
     body = {"model": "tiny", "prompt": "the quick brown fox", "max_tokens": 450, "ignore_eos": True}
-    before = _metric(server, "kernelkit:generation_tokens_total")
+    before = metric(server, "kernelkit:generation_tokens_total")
     with pytest.raises(httpx.TimeoutException):
         httpx.post(f"{server}/v1/completions", json=body, timeout=0.5)
-    assert _wait_for(lambda: _metric(server, "kernelkit:num_requests_running") == 0, timeout=3)
-    stopped = _metric(server, "kernelkit:generation_tokens_total")
+    assert _wait_for(lambda: metric(server, "kernelkit:num_requests_running") == 0, timeout=3)
+    stopped = metric(server, "kernelkit:generation_tokens_total")
     time.sleep(0.5)
-    assert _metric(server, "kernelkit:generation_tokens_total") == stopped < before + 400
-    assert _metric(server, "kernelkit:kv_cache_usage_ratio") == 0
+    assert metric(server, "kernelkit:generation_tokens_total") == stopped < before + 400
+    assert metric(server, "kernelkit:kv_cache_usage_ratio") == 0
     # all four --max-pending slots are free again
     done = [httpx.post(f"{server}/v1/completions", json={"model": "tiny", "prompt": "the", "max_tokens": 2})
             for _ in range(4)]
     assert [r.status_code for r in done] == [200] * 4
 
 
-def test_health_answers_while_a_huge_prompt_is_tokenized(server):
+def test_health_answers_while_a_huge_prompt_is_tokenized(running):
     """A prompt just under the 4 MiB body limit takes seconds to tokenize; /health must keep answering within
-    100 ms meanwhile, and the server must not keep the memory."""
-    pid = int(httpx.get(f"{server}/metrics").text.split("process_pid ")[-1].split()[0]) \
-        if "process_pid" in httpx.get(f"{server}/metrics").text else None
-    rss = lambda: _rss(pid) if pid else 0  # noqa: E731
+    100 ms meanwhile, and the server must not keep the memory (it grew by 1.2 GB for good on a 10 MB prompt)."""
+    proc, server = running
     prompt = ("the quick brown fox jumps over the lazy dog " * 100_000)[: (4 << 20) - 100]
     result = {}
     sender = threading.Thread(target=lambda: result.update(r=httpx.post(
         f"{server}/v1/completions", json={"model": "tiny", "prompt": prompt, "max_tokens": 1}, timeout=120)))
-    rss_before = rss()
+    rss_before = _rss(proc.pid)
     sender.start()
     latencies = []
     with httpx.Client(timeout=5) as probe:  # one client: httpx.get() builds an SSL context per call (~30 ms)
@@ -136,20 +130,18 @@ def test_health_answers_while_a_huge_prompt_is_tokenized(server):
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
     assert len(latencies) >= 10, latencies  # the tokenization really was in progress for a while
     assert max(latencies) < 0.1, sorted(latencies)[-5:]
-    if pid:
-        assert rss() - rss_before < 150 << 20
+    assert _rss(proc.pid) - rss_before < 150 << 20
 
 
 def _rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
-    return 0
+    raise ValueError(f"no VmRSS for process {pid}")
 
 
 def test_body_over_the_limit_is_413_before_parsing(model):
-    proc, url = start_server(model, "--max-request-bytes", "1000")
-    try:
+    with serving(model, "--max-request-bytes", "1000") as (_, url):
         big = json.dumps({"model": "x", "prompt": "a" * 2000}).encode()
         r = _raw(url, big)
         assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
@@ -161,14 +153,10 @@ def test_body_over_the_limit_is_413_before_parsing(model):
         r = httpx.post(f"{url}/v1/completions", content=chunked(), headers={"content-type": "application/json"})
         assert r.status_code == 413
         assert httpx.get(f"{url}/health").status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def test_a_failing_step_fails_its_request_and_the_server_goes_on(model):
-    proc, url = start_server(model, fault="ValueError('kernel failed on these inputs')")
-    try:
+    with serving(model, fault="ValueError('kernel failed on these inputs')") as (_, url):
         poison = {"model": Path(model).name, "prompt": POISON, "max_tokens": 4}
         r = httpx.post(f"{url}/v1/completions", json=poison, timeout=30)
         assert r.status_code == 500 and r.json()["error"]["code"] == "engine_error", r.text
@@ -177,33 +165,29 @@ def test_a_failing_step_fails_its_request_and_the_server_goes_on(model):
         assert httpx.get(f"{url}/health").status_code == 200
         ok = httpx.post(f"{url}/v1/completions", json=poison | {"prompt": "the quick"}, timeout=30)
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 4
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def test_an_engine_that_cannot_go_on_reports_it_and_exits_nonzero(model):
-    proc, url = start_server(model, fault="RuntimeError('CUDA error: an illegal memory access was encountered')")
-    try:
+    with serving(model, fault="RuntimeError('CUDA error: an illegal memory access was encountered')") as (proc, url):
         name = Path(model).name
         r = httpx.post(f"{url}/v1/completions", json={"model": name, "prompt": POISON, "max_tokens": 4}, timeout=30)
         assert r.status_code == 503 and r.json()["error"]["code"] == "engine_dead", r.text
         assert proc.wait(timeout=30) == 1
         assert "the engine stopped" in proc.output()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def test_sigterm_drains_within_the_shutdown_timeout_and_exits_0(model):
-    proc, url = start_server(model, "--shutdown-timeout", "1", "--max-num-seqs", "1")
-    name = Path(model).name
+    with serving(model, "--shutdown-timeout", "1", "--max-num-seqs", "1") as (proc, url):
+        _drain_with_requests_running(proc, url, Path(model).name)
+
+
+def _drain_with_requests_running(proc, url, name):
     body = {"model": name, "prompt": "the quick", "max_tokens": 450, "ignore_eos": True}
     results = []
     clients = [threading.Thread(target=lambda: results.append(_post_or_error(url, body))) for _ in range(3)]
     for c in clients:
         c.start()
-    assert _wait_for(lambda: _metric(url, "kernelkit:num_requests_running") == 1)
+    assert _wait_for(lambda: metric(url, "kernelkit:num_requests_running") == 1)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0

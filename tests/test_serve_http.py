@@ -11,17 +11,10 @@ import time
 import httpx
 import openai
 import pytest
-from serve_process import start_server
+from serve_process import metric, start_server
 from tiny_llama import write_tiny_model
 
 pytestmark = pytest.mark.slow
-
-
-def _metric(url: str, name: str) -> float:
-    for line in httpx.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise KeyError(name)
 
 
 @pytest.fixture(scope="module")
@@ -121,14 +114,14 @@ def test_disconnect_mid_stream_aborts_and_frees_blocks(server):
     with httpx.Client(timeout=30) as client, client.stream("POST", f"{server}/v1/completions", json=body) as r:
         lines = r.iter_lines()
         assert next(line for line in lines if line.startswith("data:"))
-        assert _metric(server, "kernelkit:num_requests_running") == 1
+        assert metric(server, "kernelkit:num_requests_running") == 1
     for _ in range(100):
-        if _metric(server, "kernelkit:num_requests_running") == 0 and \
-                _metric(server, "kernelkit:kv_cache_usage_ratio") == 0:
+        if metric(server, "kernelkit:num_requests_running") == 0 and \
+                metric(server, "kernelkit:kv_cache_usage_ratio") == 0:
             break
         time.sleep(0.1)
-    assert _metric(server, "kernelkit:num_requests_running") == 0
-    assert _metric(server, "kernelkit:kv_cache_usage_ratio") == 0
+    assert metric(server, "kernelkit:num_requests_running") == 0
+    assert metric(server, "kernelkit:kv_cache_usage_ratio") == 0
     assert _client(server).completions.create(model="tiny", prompt="the", max_tokens=2).usage.completion_tokens == 2
 
 

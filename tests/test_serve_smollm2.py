@@ -6,7 +6,7 @@ from transformers import AutoModelForCausalLM
 
 from kernelkit.eval.load import load_causal_lm
 from kernelkit.quant.fp8_block.format import dequantize_weight
-from kernelkit.quant.fp8_block.linear import Fp8BlockLinear
+from kernelkit.quant.fp8_block.linear import Fp8BlockLinearMethod
 from kernelkit.serve import LLM, SamplingParams
 from kernelkit.serve.scheduler import ScheduledBatch
 
@@ -83,7 +83,7 @@ def test_fp8_block_serves_coherent_text_close_to_a_dequantized_reference(smollm2
     reference = load_causal_lm(smollm2("fp8"))
     for parent in list(reference.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, Fp8BlockLinear):
+            if isinstance(getattr(child, "quant_method", None), Fp8BlockLinearMethod):
                 linear = torch.nn.Linear(child.in_features, child.out_features, bias=False)
                 linear.weight.data = dequantize_weight(child.weight, child.weight_scale_inv)
                 setattr(parent, name, linear)

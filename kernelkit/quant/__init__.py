@@ -5,9 +5,9 @@
     quantize_(model, "fp8-block")
 """
 
-from kernelkit.quant.patch import prepare_for_checkpoint, quantize_, resolve_scheme
+from kernelkit.quant.patch import quantize_, replace_linears, resolve_scheme
 from kernelkit.quant.registry import SchemeError, get_scheme, list_schemes, scheme_from_config
 from kernelkit.quant.scheme import QuantScheme
 
-__all__ = ["QuantScheme", "SchemeError", "get_scheme", "list_schemes", "prepare_for_checkpoint", "quantize_",
+__all__ = ["QuantScheme", "SchemeError", "get_scheme", "list_schemes", "quantize_", "replace_linears",
            "resolve_scheme", "scheme_from_config"]

@@ -1,12 +1,17 @@
-"""``quantize_``: swap a model's ``nn.Linear`` layers for a scheme's runtime layers, in place.
+"""``quantize_``: swap a model's ``nn.Linear`` layers for layers computing through a scheme's linear method,
+in place. In the spirit of torchao's ``quantize_``: the model code does not change, only its linear modules.
 
-In the spirit of torchao's ``quantize_``: the model code does not change; only its linear modules do.
+Each ``nn.Linear`` the scheme quantizes becomes a ``ReplicatedLinear`` with the scheme's method; its float
+weight goes through the scheme's own offline conversion (``convert_linear``) and the method's weight loaders,
+exactly as a converted checkpoint would be read.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
+from kernelkit.layers import QuantContext, ReplicatedLinear, load_tensors
 from kernelkit.quant.registry import get_scheme
 from kernelkit.quant.scheme import QuantScheme
 
@@ -26,25 +31,30 @@ def resolve_scheme(scheme: str | QuantScheme, **options) -> QuantScheme:
 
 
 def _linears(model: nn.Module, scheme: QuantScheme):
-    """(parent, child name, linear) for every plain nn.Linear the scheme quantizes."""
+    """(parent, child name, full name, linear) for every plain nn.Linear the scheme quantizes."""
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             full_name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if type(child) is nn.Linear and scheme.quantizes(full_name):
-                yield parent, child_name, child
+            if type(child) is nn.Linear and scheme.linear_method(full_name) is not None:
+                yield parent, child_name, full_name, child
 
 
-def prepare_for_checkpoint(model: nn.Module, scheme: QuantScheme, dtype, device=None) -> nn.Module:
-    """Replace the linears ``scheme`` quantizes with its empty runtime layers, ready for ``load_state_dict``
-    from a checkpoint the scheme wrote. Returns ``model``."""
-    for parent, name, linear in _linears(model, scheme):
-        setattr(parent, name, scheme.empty_linear(linear.in_features, linear.out_features, linear.bias is not None,
-                                                  dtype, device))
+def replace_linears(model: nn.Module, scheme: QuantScheme, dtype: torch.dtype) -> nn.Module:
+    """Put an empty ``ReplicatedLinear`` with the scheme's method in place of every nn.Linear it quantizes,
+    on the linear's device, ready for a checkpoint the scheme wrote (``kernelkit.layers.load_checkpoint``).
+    Returns ``model``."""
+    quant = QuantContext(scheme)
+    for parent, name, full_name, linear in _linears(model, scheme):
+        with torch.device(linear.weight.device):
+            layer = ReplicatedLinear(linear.in_features, linear.out_features, linear.bias is not None, quant=quant,
+                                     prefix=full_name, params_dtype=dtype)
+        setattr(parent, name, layer)
     return model
 
 
+@torch.no_grad()
 def quantize_(model: nn.Module, scheme: str | QuantScheme, **options) -> nn.Module:
-    """Replace every ``nn.Linear`` of ``model`` that the scheme quantizes with its runtime layer.
+    """Replace every ``nn.Linear`` of ``model`` that the scheme quantizes with its quantized layer.
 
     Args:
         model: any PyTorch module; modified in place (and returned).
@@ -59,6 +69,13 @@ def quantize_(model: nn.Module, scheme: str | QuantScheme, **options) -> nn.Modu
         As :func:`resolve_scheme`.
     """
     quant = resolve_scheme(scheme, **options)
-    for parent, name, linear in _linears(model, quant):
-        setattr(parent, name, quant.linear_from_float(linear))
+    context = QuantContext(quant)
+    for parent, name, full_name, linear in _linears(model, quant):
+        weight = linear.weight.detach()
+        with torch.device(weight.device):
+            layer = ReplicatedLinear(linear.in_features, linear.out_features, linear.bias is not None, quant=context,
+                                     prefix=full_name, params_dtype=weight.dtype)
+        tensors = quant.convert_linear(full_name, weight, None if linear.bias is None else linear.bias.detach())
+        load_tensors(layer, ((suffix, t, f"nn.Linear {full_name}") for suffix, t in tensors.items()))
+        setattr(parent, name, layer)
     return model

@@ -11,19 +11,23 @@ life of a quantized checkpoint:
   (``extra_files``: ModelSlim's ``quant_model_description.json``);
 - calibration for schemes that need activations (``calibrate``: AWQ scales, SVDQuant smoothing), whose results
   ``convert_linear`` then uses;
-- the runtime layer: ``linear_from_float`` for quantizing a live model, ``empty_linear`` whose parameters
-  ``load_state_dict`` fills from a checkpoint;
-- a MoE variant where the format has one (``moe_from_float``).
+- at run time, a method per layer (``linear_method``, ``moe_method``: ``kernelkit.layers.LinearMethod``,
+  ``MoEMethod``): the layer's parameters under the checkpoint's names with their weight loaders, a repack step
+  after loading, and the computation. The engine's models, ``kernelkit eval`` and ``quantize_`` all build their
+  quantized layers from these methods, so a scheme never touches model code.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from kernelkit.layers.base import LinearMethod, MoEMethod
 
 DEFAULT_MODULES_TO_NOT_CONVERT = ("lm_head", "embed_tokens")
 
@@ -72,14 +76,12 @@ class QuantScheme(ABC):
         return {}
 
     @abstractmethod
-    def linear_from_float(self, linear: nn.Linear) -> nn.Module:
-        """The runtime layer for a float ``nn.Linear``, quantized now."""
+    def linear_method(self, prefix: str) -> LinearMethod | None:
+        """The method of the checkpoint's linear module ``prefix`` (e.g. ``model.layers.0.self_attn.q_proj``),
+        or None to keep it unquantized (``modules_to_not_convert``; per-module formats decide here). A merged
+        layer asks for each of its parts and needs equal methods for them."""
 
-    @abstractmethod
-    def empty_linear(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype,
-                     device: torch.device | str | None = None) -> nn.Module:
-        """The runtime layer with uninitialized parameters named as in the checkpoint, for load_state_dict."""
-
-    def moe_from_float(self, experts: nn.Module) -> nn.Module:
-        """The runtime MoE layer for a float experts module, where the format has one."""
-        raise NotImplementedError(f"{self.name} has no MoE runtime layer yet")
+    def moe_method(self, prefix: str) -> MoEMethod | None:
+        """The method of the FusedMoE layer ``prefix`` (e.g. ``model.layers.0.mlp.experts``); None: unquantized
+        experts (default, until a scheme has MoE kernels)."""
+        return None

@@ -159,10 +159,10 @@ class AsyncEngine:
 
     def _die(self, reason: str) -> None:
         self.dead = reason
+        if self.on_dead is not None:  # before the clients hear of it: their handlers may be the last thing running
+            self.on_dead(reason)
         for request_id in list(self._streams):
             self._send(request_id, EngineDead(reason))
-        if self.on_dead is not None:
-            self.on_dead(reason)
 
     def _send(self, request_id: str, item) -> None:
         stream = self._streams.get(request_id)

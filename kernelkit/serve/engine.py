@@ -93,6 +93,9 @@ class LLMEngine:
         self.device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = DTYPES.get(config.dtype) or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.tokenizer = AutoTokenizer.from_pretrained(config.model)
+        if self.device.type == "cuda":
+            gc.collect()  # an engine dropped by the caller may still hold its weights and KV cache through cycles
+            torch.cuda.empty_cache()
         self.model = load_model(config.model, dtype, self.device, config.load_format)
         cfg = self.model.config
         backend = self._backend()
@@ -141,8 +144,7 @@ class LLMEngine:
         as free. Raises ValueError if not one block fits."""
         per_block = kv_bytes_per_block(self.model, self.config.block_size, dtype)
         if self.device.type == "cuda":
-            gc.collect()  # an engine dropped by the caller may still hold its KV cache through reference cycles
-            torch.cuda.empty_cache()
+            torch.cuda.empty_cache()  # what loading the weights left in the caching allocator counts as free
             free, total = torch.cuda.mem_get_info(self.device)
             budget = free - total * (1 - self.config.gpu_memory_utilization)
             source = (f"gpu_memory_utilization={self.config.gpu_memory_utilization} of {total / 2**30:.1f} GiB with "

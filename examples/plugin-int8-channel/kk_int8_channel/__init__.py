@@ -1,34 +1,38 @@
-"""Per-output-channel int8 weight-only quantization, as a kernelkit plugin.
+"""Per-output-channel int8 weight-only quantization, as a kernelkit plugin on the layer contract.
 
 Checkpoint tensors per linear layer: ``weight`` int8 [N, K] and ``weight_scale`` float32 [N, 1], where
-scale[n] = max(max|w[n, :]|, 1e-10) / 127 and weight = round(w / scale) (half to even). The runtime layer
-dequantizes on the fly: y = x @ (weight * weight_scale).T + bias.
+scale[n] = max(max|w[n, :]|, 1e-10) / 127 and weight = round(w / scale) (half to even). The linear method
+dequantizes on the fly: y = x @ (weight * weight_scale).T + bias. Merged layers (qkv_proj, gate_up_proj) stack
+their parts' rows in both parameters.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
+from kernelkit.layers import LinearMethod, set_weight_attrs
+from kernelkit.layers.base import partitioned_loader
 from kernelkit.quant import QuantScheme
 
 
-class Int8ChannelLinear(nn.Module):
-    """Linear layer with per-channel int8 weights; parameters named as in the checkpoint."""
+@dataclass(frozen=True)
+class Int8ChannelLinearMethod(LinearMethod):
+    """int8 weights with one float32 scale per output channel."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, device=None):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.empty(out_features, in_features, dtype=torch.int8, device=device),
-                                   requires_grad=False)
-        self.weight_scale = nn.Parameter(torch.empty(out_features, 1, dtype=torch.float32, device=device),
-                                         requires_grad=False)
-        self.bias = nn.Parameter(torch.empty(out_features, dtype=dtype, device=device), requires_grad=False) \
-            if bias else None
+    def create_weights(self, layer, input_size, output_partition_sizes, params_dtype):
+        n = sum(output_partition_sizes)
+        for name, tensor in (("weight", torch.empty(n, input_size, dtype=torch.int8)),
+                             ("weight_scale", torch.empty(n, 1, dtype=torch.float32))):
+            param = nn.Parameter(tensor, requires_grad=False)
+            layer.register_parameter(name, set_weight_attrs(
+                param, weight_loader=partitioned_loader(output_partition_sizes)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = (self.weight.float() * self.weight_scale).to(x.dtype)
-        return nn.functional.linear(x, w, self.bias)
+    def apply(self, layer, x, bias=None):
+        w = (layer.weight.float() * layer.weight_scale).to(x.dtype)
+        return nn.functional.linear(x, w, bias)
 
 
 def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,15 +60,5 @@ class Int8ChannelScheme(QuantScheme):
         q, scale = quantize(weight)
         return {"weight": q, "weight_scale": scale} | ({"bias": bias} if bias is not None else {})
 
-    def linear_from_float(self, linear: nn.Linear) -> nn.Module:
-        layer = self.empty_linear(linear.in_features, linear.out_features, linear.bias is not None,
-                                  linear.weight.dtype, linear.weight.device)
-        q, scale = quantize(linear.weight.detach())
-        layer.weight.data.copy_(q)
-        layer.weight_scale.data.copy_(scale)
-        if linear.bias is not None:
-            layer.bias.data.copy_(linear.bias.detach())
-        return layer
-
-    def empty_linear(self, in_features, out_features, bias, dtype, device=None) -> nn.Module:
-        return Int8ChannelLinear(in_features, out_features, bias, dtype, device)
+    def linear_method(self, prefix: str) -> Int8ChannelLinearMethod | None:
+        return Int8ChannelLinearMethod() if self.quantizes(prefix) else None

@@ -23,6 +23,9 @@ def dequantize_blocks(w: torch.Tensor, scales: torch.Tensor, block_n: int, block
                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """w * scale in ``dtype``, with scales [ceil(N/bn), ceil(K/bk)] broadcast over bn x bk blocks of w [N, K]."""
     n, k = w.shape
+    nb, kb = scales.shape
+    if n == nb * block_n and k == kb * block_k:  # whole blocks: broadcast through a blocked view, no expanded copy
+        return (w.to(dtype).view(nb, block_n, kb, block_k) * scales.to(dtype)[:, None, :, None]).view(n, k)
     expanded = scales.to(dtype).repeat_interleave(block_n, 0)[:n].repeat_interleave(block_k, 1)[:, :k]
     return w.to(dtype) * expanded
 

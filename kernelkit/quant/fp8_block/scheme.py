@@ -16,10 +16,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 
-from torch import nn
-
 from kernelkit.quant.fp8_block.format import quantize_weight
-from kernelkit.quant.fp8_block.linear import Fp8BlockLinear
+from kernelkit.quant.fp8_block.linear import Fp8BlockLinearMethod
 from kernelkit.quant.scheme import QuantScheme
 
 log = logging.getLogger("kernelkit.quant")
@@ -100,11 +98,8 @@ class Fp8BlockScheme(QuantScheme):
             out["bias"] = bias
         return out
 
-    def linear_from_float(self, linear: nn.Linear) -> nn.Module:
-        return Fp8BlockLinear.from_float(linear, self.block_size, self.scale_ue8m0)
-
-    def empty_linear(self, in_features, out_features, bias, dtype, device=None) -> nn.Module:
-        return Fp8BlockLinear(in_features, out_features, bias, self.block_size, dtype, device)
+    def linear_method(self, prefix: str) -> Fp8BlockLinearMethod | None:
+        return Fp8BlockLinearMethod(self.block_size) if self.quantizes(prefix) else None
 
     def __repr__(self) -> str:
         return f"Fp8BlockScheme(block_size={self.block_size}, scale_ue8m0={self.scale_ue8m0})"

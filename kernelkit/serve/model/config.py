@@ -1,12 +1,9 @@
-"""The model description the engine needs, parsed from an HF ``config.json`` (Llama family: Llama 2/3,
-Mistral, SmolLM2, Qwen2, Qwen3 dense)."""
+"""The model description the engine needs, parsed from an HF ``config.json`` once the architecture registry
+(``registry.py``) has named the architecture."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-SUPPORTED = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
-             "Qwen3ForCausalLM": "qwen3"}
 
 
 class UnsupportedModel(ValueError):
@@ -47,15 +44,13 @@ class ModelConfig:
     quantization_config: dict | None
 
     @classmethod
-    def from_hf(cls, cfg: dict) -> ModelConfig:
-        """Parse config.json. Raises UnsupportedModel naming the architecture or setting we lack."""
-        archs = cfg.get("architectures") or []
-        arch = next((a for a in archs if a in SUPPORTED), None)
-        if arch is None and not archs:  # no architectures entry: go by model_type
-            arch = next((a for a, model_type in SUPPORTED.items() if model_type == cfg.get("model_type")), None)
-        if arch is None:
-            raise UnsupportedModel(f"unsupported architecture {archs or cfg.get('model_type')!r}; "
-                                   f"supported: {sorted(SUPPORTED)}")
+    def from_hf(cls, cfg: dict, arch: str, attention_bias: bool = False, qk_norm: bool = False) -> ModelConfig:
+        """Parse config.json of architecture ``arch``; ``attention_bias``: the architecture's default when
+        config.json does not say; ``qk_norm``: the architecture normalises q and k per head.
+
+        Raises:
+            UnsupportedModel: a setting the engine lacks (RoPE scaling).
+        """
         heads = cfg["num_attention_heads"]
         eos = cfg.get("eos_token_id")
         return cls(
@@ -66,8 +61,7 @@ class ModelConfig:
             rms_norm_eps=cfg.get("rms_norm_eps", 1e-6), rope=_rope(cfg),
             max_position_embeddings=cfg.get("max_position_embeddings", 4096),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
-            attention_bias=bool(cfg.get("attention_bias", SUPPORTED[arch] == "qwen2")),
-            qk_norm=SUPPORTED[arch] == "qwen3",
+            attention_bias=bool(cfg.get("attention_bias", attention_bias)), qk_norm=qk_norm,
             eos_token_ids=tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else (),
             quantization_config=cfg.get("quantization_config"),
         )

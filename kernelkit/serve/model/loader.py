@@ -1,6 +1,6 @@
-"""Load an HF-format checkpoint (e.g. ``kernelkit convert`` output) into the engine's model, shard by shard,
-straight onto the target device. A ``quantization_config`` selects the scheme from the registry, whose runtime
-layers replace the linears it quantizes."""
+"""Load an HF-format checkpoint (e.g. ``kernelkit convert`` output) into the engine's model: the class from
+the architecture registry, built on the device with the layers the checkpoint's scheme gives them, then the
+one checkpoint reader (``kernelkit.layers.loader``), shard by shard."""
 
 from __future__ import annotations
 
@@ -9,73 +9,58 @@ from pathlib import Path
 
 import torch
 
-from kernelkit.quant import prepare_for_checkpoint, scheme_from_config
-from kernelkit.serve.model.config import ModelConfig
-from kernelkit.serve.model.llama import LlamaForCausalLM
+from kernelkit.layers import LinearBase, UnquantizedLinearMethod, load_checkpoint, load_tensors
+from kernelkit.quant import scheme_from_config
+from kernelkit.serve.model import registry
 
 
-class CheckpointMismatch(ValueError):
-    """The checkpoint's tensors are not the ones the config describes."""
-
-
-def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device,
-               load_format: str = "auto") -> LlamaForCausalLM:
+def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device, load_format: str = "auto"):
     """The model of an HF model directory on ``device``, parameters in ``dtype`` (quantized ones as stored).
     ``load_format="dummy"`` fills random weights instead of reading tensors (see :func:`random_weights`).
 
     Raises:
         UnsupportedModel: an architecture or RoPE scaling the engine does not implement.
         SchemeError: a quantization_config no registered scheme reads.
-        CheckpointMismatch: missing or unexpected tensors (named), or wrong shapes.
+        CheckpointMismatch: missing or unexpected tensors (named), or shapes and dtypes that do not fit.
+        ValueError: an unknown load_format.
     """
-    from safetensors.torch import load_file
-
-    path, device = Path(path), torch.device(device)
-    cfg = ModelConfig.from_hf(json.loads((path / "config.json").read_text()))
-    if load_format == "dummy":
-        return random_weights(cfg, dtype, device)
-    if load_format != "auto":
+    if load_format not in ("auto", "dummy"):
         raise ValueError(f"load_format must be 'auto' or 'dummy', got {load_format!r}")
-    with torch.device("meta"):
-        model = LlamaForCausalLM(cfg).to(dtype)
-        if cfg.quantization_config:
-            prepare_for_checkpoint(model, scheme_from_config(cfg.quantization_config), dtype)
-    model = model.to_empty(device=device)
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    expected = set(model.state_dict()) - ({"lm_head.weight"} if cfg.tie_word_embeddings else set())
-    loaded: set[str] = set()
-    for shard in sorted(path.glob("*.safetensors")):
-        tensors = load_file(str(shard), device=str(device))
-        unexpected = set(tensors) - expected
-        if unexpected:
-            raise CheckpointMismatch(f"{shard}: tensors the model does not have: {sorted(unexpected)[:8]}")
-        try:
-            model.load_state_dict(tensors, strict=False)
-        except RuntimeError as e:  # shape mismatches
-            raise CheckpointMismatch(f"{shard}: {e}") from e
-        loaded |= set(tensors)
-    if expected - loaded:
-        raise CheckpointMismatch(f"{path}: missing tensors {sorted(expected - loaded)[:8]}")
-    model.fuse()
+    path, device = Path(path), torch.device(device)
+    model_class, cfg = registry.resolve(json.loads((path / "config.json").read_text()))
+    scheme = scheme_from_config(cfg.quantization_config) if cfg.quantization_config else None
+    with torch.device(device):
+        model = model_class(cfg, scheme, dtype)
+    if load_format == "dummy":
+        random_weights(model, scheme)
+    else:
+        load_checkpoint(model, path, device, model.checkpoint_rules())
     return model.eval()
 
 
 @torch.no_grad()
-def random_weights(cfg: ModelConfig, dtype: torch.dtype, device: torch.device, seed: int = 0) -> LlamaForCausalLM:
-    """A model with N(0, 0.02) weights (norms at 1), built on ``device`` in ``dtype``; then the linears the
-    config's scheme quantizes are quantized from those weights (peak memory: the whole model in ``dtype``)."""
+def random_weights(model, scheme, seed: int = 0) -> None:
+    """N(0, 0.02) weights (norms at 1) in the checkpoint's own form: each part of each linear layer is drawn
+    in float and converted by the scheme, as ``kernelkit convert`` would (vLLM's dummy format), so one part
+    at a time is held in float. For benchmarks on real shapes without a checkpoint."""
     torch.manual_seed(seed)
-    with torch.device("meta"):
-        model = LlamaForCausalLM(cfg).to(dtype)
-    model = model.to_empty(device=device)
-    for name, param in model.named_parameters():
-        param.fill_(1.0) if name.endswith("norm.weight") else param.normal_(0, 0.02)
-    if cfg.tie_word_embeddings:
-        model.lm_head.weight = model.model.embed_tokens.weight
-    if cfg.quantization_config:
-        from kernelkit.quant import quantize_
 
-        quantize_(model, scheme_from_config(cfg.quantization_config))
-    model.fuse()
-    return model.eval()
+    def tensors():
+        for module in model.modules():
+            if isinstance(module, LinearBase):
+                quantized = not isinstance(module.quant_method, UnquantizedLinearMethod)
+                device = next(module.parameters()).device
+                for prefix, size in zip(module.checkpoint_prefixes, module.output_partition_sizes, strict=True):
+                    w = torch.randn(size, module.input_size, dtype=module.params_dtype, device=device) * 0.02
+                    out = scheme.convert_linear(prefix, w, None) if quantized else {"weight": w}
+                    if module.bias is not None:
+                        out["bias"] = torch.zeros(size, dtype=module.params_dtype, device=device)
+                    yield from ((f"{prefix}.{suffix}", t, "dummy") for suffix, t in out.items())
+        for name, param in model.named_parameters():
+            owner = model.get_submodule(name.rpartition(".")[0])
+            if not isinstance(owner, LinearBase):
+                value = torch.ones_like(param) if name.endswith("norm.weight") else torch.randn_like(param) * 0.02
+                yield name, value, "dummy"
+
+    load_tensors(model, tensors(), model.checkpoint_rules())
+

@@ -1,0 +1,87 @@
+"""``FusedMoE``: the experts of one MoE block as stacked parameters behind a ``MoEMethod`` (vLLM's layer
+and names: ``w13_weight`` [E, 2I, H], ``w2_weight`` [E, H, I]). Checkpoint tensors
+``experts.{e}.{gate,up,down}_proj.*`` reach them through :meth:`FusedMoE.checkpoint_rules`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kernelkit.layers.base import MoEMethod, QuantContext, set_weight_attrs
+from kernelkit.layers.linear import _check_tp
+from kernelkit.ops.moe.reference import fused_moe_grouped_mm, fused_moe_ref, grouped_mm_supported, select_experts
+
+
+def expert_loader(intermediate_size: int, stacked: bool):
+    """``weight_loader`` of a stacked expert parameter: ``shard_id`` (expert, j) places one checkpoint
+    tensor into expert e's slice (for w13: j 0 gate rows 0..I-1, j 1 up rows I..2I-1)."""
+
+    def load(param: nn.Parameter, loaded_weight: torch.Tensor, shard_id) -> None:
+        expert, j = shard_id
+        target = param.data[expert]
+        if stacked:
+            target = target.narrow(0, j * intermediate_size, intermediate_size)
+        if tuple(target.shape) != tuple(loaded_weight.shape):
+            raise ValueError(f"expert {expert} part {j}: shape {list(loaded_weight.shape)}, expected "
+                             f"{list(target.shape)}")
+        target.copy_(loaded_weight)
+
+    return load
+
+
+@dataclass(frozen=True)
+class UnquantizedFusedMoEMethod(MoEMethod):
+    """Experts in the activation dtype: ``torch._grouped_mm`` where the installed torch takes the dtype here,
+    else the per-expert reference."""
+
+    def create_weights(self, layer, num_experts, hidden_size, intermediate_size, params_dtype):
+        w13 = nn.Parameter(torch.empty(num_experts, 2 * intermediate_size, hidden_size, dtype=params_dtype),
+                           requires_grad=False)
+        w2 = nn.Parameter(torch.empty(num_experts, hidden_size, intermediate_size, dtype=params_dtype),
+                          requires_grad=False)
+        layer.register_parameter("w13_weight", set_weight_attrs(w13, weight_loader=expert_loader(intermediate_size,
+                                                                                                 True)))
+        layer.register_parameter("w2_weight", set_weight_attrs(w2, weight_loader=expert_loader(intermediate_size,
+                                                                                               False)))
+
+    def apply(self, layer, x, topk_weights, topk_ids):
+        moe = fused_moe_grouped_mm if grouped_mm_supported(x) and x.shape[0] else fused_moe_ref
+        return moe(x, layer.w13_weight, layer.w2_weight, topk_weights, topk_ids)
+
+
+class FusedMoE(nn.Module):
+    """forward(x [T, H], router_logits [T, E]) -> [T, H]: softmax top-k routing, then the method's experts.
+
+    Args:
+        num_experts, top_k, hidden_size, intermediate_size: E, k, H, I (per expert).
+        renormalize: renormalise the top-k weights to sum to 1 (Qwen3-MoE's ``norm_topk_prob``).
+        quant: picks the method by ``prefix`` (None: unquantized).
+    """
+
+    def __init__(self, num_experts: int, top_k: int, hidden_size: int, intermediate_size: int,
+                 renormalize: bool = True, quant: QuantContext | None = None, prefix: str = "",
+                 params_dtype: torch.dtype | None = None, tp_rank: int = 0, tp_size: int = 1):
+        super().__init__()
+        _check_tp(tp_rank, tp_size)
+        self.num_experts, self.top_k, self.renormalize, self.prefix = num_experts, top_k, renormalize, prefix
+        self.hidden_size, self.intermediate_size = hidden_size, intermediate_size
+        self.quant_method: MoEMethod = (quant or QuantContext()).moe_method(prefix) or UnquantizedFusedMoEMethod()
+        self.quant_method.create_weights(self, num_experts, hidden_size, intermediate_size,
+                                         params_dtype or torch.get_default_dtype())
+
+    @staticmethod
+    def checkpoint_rules(num_experts: int) -> list[tuple[str, str, tuple[int, int]]]:
+        """(checkpoint name fragment, parameter name fragment, shard id) for every expert's gate, up and down
+        projections: ``.experts.3.up_proj.`` -> ``.experts.w13_`` with shard (3, 1)."""
+        rules = []
+        for e in range(num_experts):
+            rules += [(f".experts.{e}.gate_proj.", ".experts.w13_", (e, 0)),
+                      (f".experts.{e}.up_proj.", ".experts.w13_", (e, 1)),
+                      (f".experts.{e}.down_proj.", ".experts.w2_", (e, 0))]
+        return rules
+
+    def forward(self, x: torch.Tensor, router_logits: torch.Tensor) -> torch.Tensor:
+        topk_weights, topk_ids = select_experts(router_logits, self.top_k, self.renormalize)
+        return self.quant_method.apply(self, x, topk_weights, topk_ids)

@@ -1,0 +1,1 @@
+"""Mixture-of-experts ops: routing and the expert MLPs (plain torch so far; fused kernels come with the MoE scheme)."""

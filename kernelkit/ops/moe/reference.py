@@ -1,0 +1,60 @@
+"""Mixture-of-experts in plain torch: top-k routing and the SwiGLU expert MLPs over stacked weights.
+
+Weights as vLLM stacks them: ``w13`` [E, 2I, H] (gate rows 0..I-1, up rows I..2I-1), ``w2`` [E, H, I].
+out[t] = sum_k topk_weights[t, k] * w2[e] @ (silu(gate_e x[t]) * up_e x[t]), e = topk_ids[t, k]
+(Shazeer et al. 2017, arXiv 1701.06538; Qwen3-MoE's routing: softmax, top-k, optional renormalisation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def select_experts(router_logits: torch.Tensor, top_k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(topk_weights fp32 [T, k], topk_ids int64 [T, k]) from router logits [T, E]: softmax in fp32, the k
+    largest, renormalised to sum to 1 when ``renormalize`` (Qwen3-MoE's ``norm_topk_prob``)."""
+    probs = router_logits.float().softmax(-1)
+    weights, ids = probs.topk(top_k, dim=-1)
+    if renormalize:
+        weights = weights / weights.sum(-1, keepdim=True)
+    return weights, ids
+
+
+def _swiglu(h: torch.Tensor) -> torch.Tensor:
+    gate, up = h.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def fused_moe_ref(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+                  topk_ids: torch.Tensor) -> torch.Tensor:
+    """The expert MLPs one expert at a time (the definition). x [T, H] -> [T, H] in x's dtype; experts that
+    receive no token cost nothing; T = 0 gives an empty result."""
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    for e in torch.unique(topk_ids).tolist():
+        rows, slot = torch.nonzero(topk_ids == e, as_tuple=True)
+        y = _swiglu(x[rows] @ w13[e].t()) @ w2[e].t()
+        out.index_add_(0, rows, y.float() * topk_weights[rows, slot, None])
+    return out.to(x.dtype)
+
+
+def grouped_mm_supported(x: torch.Tensor) -> bool:
+    """Whether ``torch._grouped_mm`` takes these activations here (CPU: bf16 and fp32; CUDA: bf16)."""
+    return hasattr(torch, "_grouped_mm") and (x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32)
+                                              or x.device.type == "cuda" and x.dtype == torch.bfloat16)
+
+
+def fused_moe_grouped_mm(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+                         topk_ids: torch.Tensor) -> torch.Tensor:
+    """The same as :func:`fused_moe_ref` with two ``torch._grouped_mm`` calls: the (token, slot) pairs sorted
+    by expert, one grouped GEMM for gate_up and one for down, then a weighted scatter-add back to tokens."""
+    num_experts = w13.shape[0]
+    flat = topk_ids.flatten()
+    order = torch.argsort(flat, stable=True)
+    offsets = torch.bincount(flat, minlength=num_experts).cumsum(0).to(torch.int32)
+    tokens = order // topk_ids.shape[1]
+    h = torch._grouped_mm(x[tokens], w13.transpose(1, 2), offs=offsets)
+    y = torch._grouped_mm(_swiglu(h), w2.transpose(1, 2), offs=offsets)
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    out.index_add_(0, tokens, y.float() * topk_weights.flatten()[order, None])
+    return out.to(x.dtype)
