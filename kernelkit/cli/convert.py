@@ -44,6 +44,10 @@ def _print_plan(plan: Plan) -> None:
               help="weight block for block schemes, e.g. 128,128 (default: 128x128, or 64x64 where the model's "
                    "dimensions are not whole 128-blocks)")
 @click.option("--scale-ue8m0", is_flag=True, help="round block scales up to powers of two")
+@click.option("--group-size", default=None, type=click.IntRange(min=1),
+              help="weight group along K for group schemes (awq, w4a16-rtn; default 128, or what divides K)")
+@click.option("--format", "format_", default=None, type=click.Choice(["autoawq", "compressed-tensors"]),
+              help="checkpoint layout of the awq schemes (default autoawq)")
 @click.option("--ignore", multiple=True, metavar="REGEX", help="modules to leave unquantized (repeatable)")
 @click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "fp16", "fp32"]))
 @click.option("--max-shard-size", default="500MB", show_default=True,
@@ -53,8 +57,8 @@ def _print_plan(plan: Plan) -> None:
 @click.option("--dry-run", is_flag=True, help="print the plan and output size, write nothing")
 @click.option("--allow-nonfinite", is_flag=True, help="keep NaN/Inf weights instead of failing")
 @click.option("--device", default=None, help="where to quantize (default: cuda if available)")
-def convert_cmd(src, dst, scheme, block_size, scale_ue8m0, ignore, dtype, max_shard_size, resume, overwrite,
-                dry_run, allow_nonfinite, device) -> None:
+def convert_cmd(src, dst, scheme, block_size, scale_ue8m0, group_size, format_, ignore, dtype, max_shard_size, resume,
+                overwrite, dry_run, allow_nonfinite, device) -> None:
     """Convert SRC (an HF model directory or a .gguf file) into a quantized HF checkpoint at DST."""
     options = {}
     if block_size:
@@ -64,6 +68,10 @@ def convert_cmd(src, dst, scheme, block_size, scale_ue8m0, ignore, dtype, max_sh
             raise click.BadParameter(f"--block-size takes N,K, got {block_size!r}") from None
     if scale_ue8m0:
         options["scale_ue8m0"] = True
+    if group_size is not None:
+        options["group_size"] = group_size
+    if format_ is not None:
+        options["format"] = format_
     try:
         result = convert(src, dst, scheme, scheme_options=options, ignore=ignore, dtype=dtype,
                          max_shard_size=parse_size(max_shard_size), resume=resume, overwrite=overwrite,

@@ -135,7 +135,10 @@ def convert(src: str | Path, dst: str | Path, scheme: str | QuantScheme = "fp8-b
     options = dict(scheme_options or {})
     quant = _scheme(scheme, options)
     if quant is not None:
-        quant = quant.fit(linear_shapes(tensors, quant, patterns))
+        try:
+            quant = quant.fit(linear_shapes(tensors, quant, patterns))
+        except ValueError as e:
+            raise ConvertError(str(e)) from e
     plan = make_plan(tensors, quant, out_dtype, patterns, max_shard_size)
     if quant is not None and plan.not_converted:
         quant = copy.copy(quant)  # the caller's scheme object stays as it was

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a packed int32 holds column 8c + AWQ_ORDER[i]
+from kernelkit.ops.w4a16.reference import AWQ_ORDER
+
 _SHIFTS = torch.arange(8, dtype=torch.int32) * 4
 
 

@@ -1,0 +1,113 @@
+"""AWQ W4A16 through the layer contract (CPU): ``kernelkit convert --scheme w4a16-rtn`` in both checkpoint
+layouts, served by the engine (merged q/k/v and gate/up) and loaded by ``kernelkit eval``'s reader, each
+against transformers running the same 4-bit values dequantized; group-size fallback; bad checkpoints."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+from tiny_llama import write_tiny_model
+
+from kernelkit.cli import main
+from kernelkit.layers import CheckpointMismatch
+from kernelkit.quant.awq.format import dequantize, unpack_autoawq, unpack_compressed_tensors
+
+PROMPTS = [[0, 5, 17, 33, 101], [0, 250, 7, 8, 9, 10, 11]]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+def _convert(src, dst, *args):
+    out = CliRunner().invoke(main, ["convert", str(src), str(dst), "--scheme", "w4a16-rtn", *args])
+    assert out.exit_code == 0, out.output
+    return dst
+
+
+def _dequantized_copy(src, quantized, dst, layout):
+    """A float checkpoint with the quantized model's 4-bit values dequantized: the reference."""
+    shutil.copytree(src, dst)
+    state, plain = load_file(str(quantized / "model.safetensors")), {}
+    group = json.loads((quantized / "config.json").read_text())["quantization_config"]
+    group = group.get("group_size") or group["config_groups"]["group_0"]["weights"]["group_size"]
+    for name, t in state.items():
+        base = name.rsplit(".", 1)[0]
+        if layout == "autoawq" and name.endswith(".qweight"):
+            q, s, z = unpack_autoawq(t, state[f"{base}.qzeros"], state[f"{base}.scales"])
+        elif layout == "ct" and name.endswith(".weight_packed"):
+            q, s, z = unpack_compressed_tensors(t, state[f"{base}.weight_scale"], state[f"{base}.weight_zero_point"],
+                                                state[f"{base}.weight_shape"])
+        elif name.rsplit(".", 1)[1] in ("weight", "bias"):
+            plain[name] = t
+            continue
+        else:
+            continue
+        plain[f"{base}.weight"] = dequantize(q, s, z, group)
+    save_file(plain, str(dst / "model.safetensors"))
+    return dst
+
+
+@pytest.mark.parametrize("layout, args", [("autoawq", []), ("ct", ["--format", "compressed-tensors"])])
+def test_w4a16_checkpoint_serves_like_its_dequantized_reference(tiny, tmp_path, layout, args):
+    from transformers import AutoModelForCausalLM
+
+    from kernelkit.eval.load import load_causal_lm
+    from kernelkit.serve import LLM, SamplingParams
+
+    out = _convert(tiny, tmp_path / "q", *args)
+    cfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    if layout == "autoawq":
+        assert cfg == {"quant_method": "awq", "bits": 4, "group_size": 64, "zero_point": True, "version": "gemm",
+                       "modules_to_not_convert": ["lm_head", "embed_tokens"]}  # 128 does not divide K = 192
+    else:
+        assert cfg["quant_method"] == "compressed-tensors" and cfg["format"] == "pack-quantized"
+        assert cfg["config_groups"]["group_0"]["weights"]["group_size"] == 64
+    reference = AutoModelForCausalLM.from_pretrained(_dequantized_copy(tiny, out, tmp_path / "ref", layout),
+                                                     dtype=torch.float32).eval()
+    llm = LLM(str(out), device="cpu")
+    qkv = llm.engine.model.model.layers[0].self_attn.qkv_proj
+    assert qkv.qweight.shape == (192, (192 + 64 + 64) // 8)  # merged, in AutoAWQ's layout after loading
+    ours = llm.generate(PROMPTS, SamplingParams(temperature=0, max_tokens=10, ignore_eos=True))
+    for prompt, got in zip(PROMPTS, ours, strict=True):
+        with torch.no_grad():
+            expected = reference.generate(torch.tensor([prompt]), max_new_tokens=10, min_new_tokens=10,
+                                          do_sample=False)
+        assert expected[0, len(prompt):].tolist() == got.token_ids
+    ids = torch.tensor([PROMPTS[1]])
+    with torch.no_grad():
+        a, b = load_causal_lm(out)(ids).logits, reference(ids).logits
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_explicit_group_size_that_does_not_divide_k_is_an_error(tiny, tmp_path):
+    out = CliRunner().invoke(main, ["convert", str(tiny), str(tmp_path / "q"), "--scheme", "w4a16-rtn",
+                                    "--group-size", "128"])
+    assert out.exit_code == 1 and "group size 128" in out.output and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("drop qzeros", r"missing tensors \['model.layers.0.mlp.down_proj.qzeros'\]"),
+    ("wrong packing", r"model.layers.0.mlp.down_proj.qweight does not fit"),
+    ("float qweight", r"qweight is torch.float32, the model's"),
+])
+def test_bad_checkpoints_name_the_tensor(tiny, tmp_path, damage, match):
+    from kernelkit.serve import LLM
+
+    out = _convert(tiny, tmp_path / "q")
+    path = out / "model.safetensors"
+    state = load_file(str(path))
+    name = "model.layers.0.mlp.down_proj"
+    if damage == "drop qzeros":
+        del state[f"{name}.qzeros"]
+    elif damage == "wrong packing":
+        state[f"{name}.qweight"] = state[f"{name}.qweight"].reshape(-1, 8).contiguous()  # N and K swapped in packing
+    else:
+        state[f"{name}.qweight"] = state[f"{name}.qweight"].float()
+    save_file(state, str(path))
+    with pytest.raises(CheckpointMismatch, match=match):
+        LLM(str(out), device="cpu")
