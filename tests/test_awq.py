@@ -111,3 +111,39 @@ def test_bad_checkpoints_name_the_tensor(tiny, tmp_path, damage, match):
     save_file(state, str(path))
     with pytest.raises(CheckpointMismatch, match=match):
         LLM(str(out), device="cpu")
+
+
+def test_awq_calibration_converts_and_serves_like_its_dequantized_reference(tiny, tmp_path):
+    """Scales searched per layer on calibration text fold into the norms (so the checkpoint's norms change)
+    and the linears; the result serves like transformers on the same values dequantized."""
+    from transformers import AutoModelForCausalLM
+
+    from kernelkit.serve import LLM, SamplingParams
+
+    out = CliRunner().invoke(main, ["convert", str(tiny), str(tmp_path / "awq"), "--scheme", "awq",
+                                    "--calib-samples", "2", "--calib-seqlen", "32"])
+    assert out.exit_code == 0, out.output
+    out = tmp_path / "awq"
+    state, source = load_file(str(out / "model.safetensors")), load_file(str(tiny / "model.safetensors"))
+    norm = "model.layers.1.input_layernorm.weight"
+    assert not torch.equal(state[norm].float(), source[norm].float())  # the q/k/v scales went into it
+    assert not (out / ".calibration").exists() and not list(out.glob("layer-*"))
+    reference = AutoModelForCausalLM.from_pretrained(_dequantized_copy(tiny, out, tmp_path / "ref", "autoawq"),
+                                                     dtype=torch.float32).eval()
+    got = LLM(str(out), device="cpu").generate(PROMPTS, SamplingParams(temperature=0, max_tokens=8, ignore_eos=True))
+    for prompt, result in zip(PROMPTS, got, strict=True):
+        with torch.no_grad():
+            expected = reference.generate(torch.tensor([prompt]), max_new_tokens=8, min_new_tokens=8, do_sample=False)
+        assert expected[0, len(prompt):].tolist() == result.token_ids
+
+
+def test_calibration_text_is_disjoint_from_the_perplexity_text(tiny, tmp_path):
+    from kernelkit.convert.calibration import calibration_text
+    from kernelkit.eval.ppl import default_text
+
+    calib, full = calibration_text(), default_text()
+    assert full.index(calib[:500]) > 200_000 > 130_000  # eval ppl reads at most the first ~130 kB
+    out = CliRunner().invoke(main, ["convert", str(tiny), str(tmp_path / "awq"), "--scheme", "awq",
+                                    "--calib-samples", "100000"])
+    assert out.exit_code == 1 and "fewer than --calib-samples 100000" in out.output
+    assert not (tmp_path / ".awq.partial").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -48,6 +49,12 @@ def _print_plan(plan: Plan) -> None:
               help="weight group along K for group schemes (awq, w4a16-rtn; default 128, or what divides K)")
 @click.option("--format", "format_", default=None, type=click.Choice(["autoawq", "compressed-tensors"]),
               help="checkpoint layout of the awq schemes (default autoawq)")
+@click.option("--calib", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="calibration text file (default: the second half of Python's pydoc topics)")
+@click.option("--calib-samples", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--calib-seqlen", default=512, show_default=True, type=click.IntRange(min=2))
+@click.option("--no-search", is_flag=True, help="awq: no scale search (round to nearest, as w4a16-rtn)")
+@click.option("--no-clip", is_flag=True, help="awq: no clipping search")
 @click.option("--ignore", multiple=True, metavar="REGEX", help="modules to leave unquantized (repeatable)")
 @click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "fp16", "fp32"]))
 @click.option("--max-shard-size", default="500MB", show_default=True,
@@ -57,8 +64,9 @@ def _print_plan(plan: Plan) -> None:
 @click.option("--dry-run", is_flag=True, help="print the plan and output size, write nothing")
 @click.option("--allow-nonfinite", is_flag=True, help="keep NaN/Inf weights instead of failing")
 @click.option("--device", default=None, help="where to quantize (default: cuda if available)")
-def convert_cmd(src, dst, scheme, block_size, scale_ue8m0, group_size, format_, ignore, dtype, max_shard_size, resume,
-                overwrite, dry_run, allow_nonfinite, device) -> None:
+def convert_cmd(src, dst, scheme, block_size, scale_ue8m0, group_size, format_, calib, calib_samples, calib_seqlen,
+                no_search, no_clip, ignore, dtype, max_shard_size, resume, overwrite, dry_run, allow_nonfinite,
+                device) -> None:
     """Convert SRC (an HF model directory or a .gguf file) into a quantized HF checkpoint at DST."""
     options = {}
     if block_size:
@@ -72,10 +80,14 @@ def convert_cmd(src, dst, scheme, block_size, scale_ue8m0, group_size, format_, 
         options["group_size"] = group_size
     if format_ is not None:
         options["format"] = format_
+    options |= {"search": False} if no_search else {}
+    options |= {"clip": False} if no_clip else {}
+    calibration = {"samples": calib_samples, "seqlen": calib_seqlen,
+                   "text": Path(calib).read_text() if calib else None}
     try:
         result = convert(src, dst, scheme, scheme_options=options, ignore=ignore, dtype=dtype,
                          max_shard_size=parse_size(max_shard_size), resume=resume, overwrite=overwrite,
-                         dry_run=dry_run, allow_nonfinite=allow_nonfinite, device=device)
+                         dry_run=dry_run, allow_nonfinite=allow_nonfinite, device=device, calibration=calibration)
     except (ConvertError, SchemeError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # the disk filled up, a file vanished mid-run: finished shards stay for --resume

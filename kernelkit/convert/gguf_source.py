@@ -109,6 +109,14 @@ class GgufSource:
             w = dequantize(t.data[start:stop], t.tensor_type).reshape(stop - start, *shape[1:])
         return torch.from_numpy(np.array(w, dtype=np.float32))  # a writable copy, not a view of the file
 
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path.parent, gguf_file=self.path.name)
+
+    def hf_config(self):
+        return self._hf_config_obj
+
     def copy_side_files(self, dst: Path) -> None:
         from transformers import AutoTokenizer, GenerationConfig
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,20 +38,29 @@ def _scheme(name: str | QuantScheme, options: dict) -> QuantScheme | None:
         raise ConvertError(f"scheme {name!r} does not take these options {sorted(options)}: {e}") from e
     except ValueError as e:
         raise ConvertError(str(e)) from e
-    if scheme.needs_calibration:
-        raise ConvertError(f"scheme {scheme.name!r} needs calibration activations, which kernelkit convert does not "
-                           "collect yet")
     return scheme
 
 
 CHUNK_BYTES = 64 << 20  # rows read at a time when a tensor is only cast or copied
 
 
+def _override(name: str, file: Path) -> torch.Tensor:
+    from safetensors import safe_open
+
+    with safe_open(str(file), framework="pt") as handle:
+        return handle.get_tensor(name)
+
+
 def _convert_tensor(tp: TensorPlan, scheme: QuantScheme | None, dtype: torch.dtype, device: torch.device,
-                    allow_nonfinite: bool) -> dict[str, torch.Tensor]:
+                    allow_nonfinite: bool, overrides: dict[str, Path]) -> dict[str, torch.Tensor]:
     src = tp.source
-    if tp.action == "quantize":  # schemes convert whole layers; linear weights are the smaller tensors
+    if src.name in overrides:  # calibration changed it (AWQ: scaled norms, scaled and clipped linears)
+        data = _override(src.name, overrides[src.name])
+        if tp.action != "quantize":
+            return {src.name: data.to(dtype)}
+    elif tp.action == "quantize":
         data = src.load()
+    if tp.action == "quantize":  # schemes convert whole layers; linear weights are the smaller tensors
         if not allow_nonfinite:
             check_finite(src, data)
         module = src.name[: -len(".weight")]
@@ -89,7 +99,8 @@ def _write_index(plan: Plan, dst: Path) -> None:
 def convert(src: str | Path, dst: str | Path, scheme: str | QuantScheme = "fp8-block", *,
             scheme_options: dict | None = None, ignore: Sequence[str] = (), dtype: str = "bf16",
             max_shard_size: int = 500_000_000, resume: bool = False, overwrite: bool = False, dry_run: bool = False,
-            allow_nonfinite: bool = False, device: str | None = None, progress: bool = True) -> Plan | Path:
+            allow_nonfinite: bool = False, device: str | None = None, progress: bool = True,
+            calibration: dict | None = None) -> Plan | Path:
     """Convert an HF model directory or a GGUF file into an HF-format safetensors checkpoint.
 
     Args:
@@ -110,6 +121,8 @@ def convert(src: str | Path, dst: str | Path, scheme: str | QuantScheme = "fp8-b
         allow_nonfinite: keep NaN/Inf weights instead of failing.
         device: where tensors are quantized (default: cuda if available, else cpu).
         progress: show a progress bar with bytes and tensors.
+        calibration: for schemes that need activations (``awq``): ``samples`` (default 16) and ``seqlen``
+            (default 512) tokens of ``text`` (default: ``calibration.calibration_text()``).
 
     Returns:
         The Plan when ``dry_run``, else the output directory.
@@ -147,11 +160,13 @@ def convert(src: str | Path, dst: str | Path, scheme: str | QuantScheme = "fp8-b
         return plan
     run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     digest = plan.digest({"scheme": scheme if isinstance(scheme, str) else repr(scheme), "options": options,
+                          "calibration": calibration,
                           "config": quant.to_config() if quant is not None else None, "ignore": list(ignore),
                           "dtype": dtype, "src": str(src.resolve())})
     partial = PartialDir(dst, digest, identity(source.files()), resume)
     try:
-        _write_shards(plan, partial, quant, out_dtype, run_device, allow_nonfinite, progress)
+        overrides = _calibrate(source, tensors, quant, partial, calibration or {}, progress)
+        _write_shards(plan, partial, quant, out_dtype, run_device, allow_nonfinite, progress, overrides)
     except ConvertError:
         partial.discard()  # bad input: nothing to resume
         raise
@@ -161,7 +176,25 @@ def convert(src: str | Path, dst: str | Path, scheme: str | QuantScheme = "fp8-b
     for name, text in (quant.extra_files() if quant is not None else {}).items():
         atomic_write_text(partial.path / name, text)
     source.copy_side_files(partial.path)
+    shutil.rmtree(partial.path / ".calibration", ignore_errors=True)
     return partial.publish(overwrite)
+
+
+CALIBRATION_DEFAULTS = {"samples": 16, "seqlen": 512, "text": None}
+
+
+def _calibrate(source, tensors, scheme, partial: PartialDir, options: dict, progress: bool) -> dict[str, Path]:
+    """{tensor name: spill file} of what the scheme's calibration changed (nothing for schemes without)."""
+    if scheme is None or not scheme.needs_calibration:
+        return {}
+    from kernelkit.convert.calibration import calibrate
+
+    unknown = set(options) - set(CALIBRATION_DEFAULTS)
+    if unknown:
+        raise ConvertError(f"unknown calibration options {sorted(unknown)}")
+    opts = CALIBRATION_DEFAULTS | options
+    return calibrate(source, {t.name: t for t in tensors}, scheme, partial.path / ".calibration", opts["samples"],
+                     opts["seqlen"], opts["text"], progress)
 
 
 def _patterns(ignore: Sequence[str]) -> list[re.Pattern]:
@@ -172,7 +205,7 @@ def _patterns(ignore: Sequence[str]) -> list[re.Pattern]:
 
 
 def _write_shards(plan: Plan, partial: PartialDir, scheme: QuantScheme | None, dtype: torch.dtype,
-                  device: torch.device, allow_nonfinite: bool, progress: bool) -> None:
+                  device: torch.device, allow_nonfinite: bool, progress: bool, overrides: dict[str, Path]) -> None:
     from safetensors.torch import save_file
 
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
@@ -189,7 +222,7 @@ def _write_shards(plan: Plan, partial: PartialDir, scheme: QuantScheme | None, d
                 continue
             tensors: dict[str, torch.Tensor] = {}
             for j in shard:
-                tensors.update(_convert_tensor(plan.tensors[j], scheme, dtype, device, allow_nonfinite))
+                tensors.update(_convert_tensor(plan.tensors[j], scheme, dtype, device, allow_nonfinite, overrides))
                 done += 1
                 bar.update(task, advance=plan.tensors[j].source.nbytes, description=f"tensors {done}/{total}")
             tmp = partial.path / f".{name}.tmp"

@@ -106,6 +106,18 @@ class HfSource:
                 yield SourceTensor(name, shape, dtype, str(shard),
                                    lambda a, b, n=name, s=shard: _load_rows(s, n, a, b))
 
+    def tokenizer(self):
+        """The source's HF tokenizer (for calibration text)."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path)
+
+    def hf_config(self):
+        """The source's config as a transformers config object (for calibration's modeling code)."""
+        from transformers import AutoConfig
+
+        return AutoConfig.for_model(**{k: v for k, v in self.config.items() if k != "quantization_config"})
+
     def copy_side_files(self, dst: Path) -> None:
         for name in SIDE_FILES:
             if (self.path / name).is_file():

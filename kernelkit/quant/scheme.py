@@ -9,8 +9,8 @@ life of a quantized checkpoint:
 - offline conversion of one linear layer's tensors (``convert_linear``) after adapting to the model's shapes
   (``fit``), plus any extra files the format has
   (``extra_files``: ModelSlim's ``quant_model_description.json``);
-- calibration for schemes that need activations (``calibrate``: AWQ scales, SVDQuant smoothing), whose results
-  ``convert_linear`` then uses;
+- calibration for schemes that need activations (``calibrate_layer``, one decoder layer at a time: AWQ scales
+  and clipping, SVDQuant smoothing), whose adapted weights ``convert_linear`` then quantizes;
 - at run time, a method per layer (``linear_method``, ``moe_method``: ``kernelkit.layers.LinearMethod``,
   ``MoEMethod``): the layer's parameters under the checkpoint's names with their weight loaders, a repack step
   after loading, and the computation. The engine's models, ``kernelkit eval`` and ``quantize_`` all build their
@@ -20,7 +20,7 @@ life of a quantized checkpoint:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
@@ -67,8 +67,12 @@ class QuantScheme(ABC):
         """Quantize one linear layer. ``weight`` [N, K] float; returns the layer's checkpoint tensors by suffix
         (``{"weight": ..., "weight_scale_inv": ...}``), which the caller stores as ``f"{prefix}.{suffix}"``."""
 
-    def calibrate(self, model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
-        """Collect activation statistics before ``convert_linear`` (schemes with ``needs_calibration``)."""
+    def calibrate_layer(self, layer: nn.Module, run: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+                        x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Adapt one float decoder layer (transformers modules) to its calibration inputs ``x`` [samples, seqlen,
+        hidden] (schemes with ``needs_calibration``; ``kernelkit.convert.calibration`` calls it layer by layer).
+        ``run(module, x)`` runs the layer or one of its submodules. Returns the tensors to write instead of the
+        source's, by name within the layer, and leaves the layer computing as the checkpoint will."""
         raise NotImplementedError(f"{self.name} needs no calibration")
 
     def extra_files(self) -> dict[str, str]:

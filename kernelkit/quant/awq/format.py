@@ -4,7 +4,7 @@ Quantization (AutoAWQ's ``pseudo_quantize_tensor``; the AWQ paper, Lin et al., M
 2306.00978), per row n and group g of ``group_size`` columns:
     scale = max(max - min, 1e-5) / 15,  zero = clamp(-round(min / scale), 0, 15),
     q = clamp(round(w / scale) + zero, 0, 15),  w ~ (q - zero) * scale.
-``clip`` (AWQ's clipping search) replaces max / min by +-clip before this.
+(AWQ's clipping, ``search.py``, clamps the weight before this.)
 
 AutoAWQ GEMM (``WQLinear_GEMM``): ``qweight`` int32 [K, N/8], ``qzeros`` int32 [K/G, N/8], ``scales`` fp16
 [K/G, N]; nibble i (bits 4i..4i+3) of int32 column c holds output column 8c + [0, 2, 4, 6, 1, 3, 5, 7][i].
@@ -25,12 +25,9 @@ from kernelkit.ops.w4a16.reference import AWQ_ORDER
 _SHIFTS = torch.arange(8, dtype=torch.int32) * 4
 
 
-def quantize(w: torch.Tensor, group_size: int, clip: torch.Tensor | None = None
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def quantize(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """w [N, K] float -> (q uint8 [N, K] in [0, 15], scales fp32 [N, K/G], zeros uint8 [N, K/G] in [0, 15]).
 
-    Args:
-        clip: optional fp32 [N, K/G] absolute clipping bounds (AWQ's clipping search).
     Raises:
         ValueError: w is not 2-D or ``group_size`` does not divide K.
     """
@@ -40,9 +37,6 @@ def quantize(w: torch.Tensor, group_size: int, clip: torch.Tensor | None = None
     n, k = w.shape
     g = w.float().reshape(n, k // group_size, group_size)
     hi, lo = g.amax(-1), g.amin(-1)
-    if clip is not None:
-        hi, lo = torch.minimum(hi, clip), torch.maximum(lo, -clip)
-        g = g.clamp(lo[..., None], hi[..., None])
     scales = (hi - lo).clamp(min=1e-5) / 15
     zeros = (-torch.round(lo / scales)).clamp(0, 15)
     q = (torch.round(g / scales[..., None]) + zeros[..., None]).clamp(0, 15)
@@ -57,9 +51,9 @@ def dequantize(q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group
     return ((g - zeros.to(dtype)[..., None]) * scales.to(dtype)[..., None]).reshape(n, k)
 
 
-def fake_quantize(w: torch.Tensor, group_size: int, clip: torch.Tensor | None = None) -> torch.Tensor:
+def fake_quantize(w: torch.Tensor, group_size: int) -> torch.Tensor:
     """w quantized and dequantized again, in w's dtype (what calibration measures its losses on)."""
-    q, scales, zeros = quantize(w, group_size, clip)
+    q, scales, zeros = quantize(w, group_size)
     return dequantize(q, scales, zeros, group_size).to(w.dtype)
 
 

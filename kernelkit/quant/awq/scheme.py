@@ -20,8 +20,11 @@ import copy
 import logging
 from collections.abc import Mapping, Sequence
 
-from kernelkit.quant.awq.format import pack_autoawq, pack_compressed_tensors, quantize
+import torch
+
+from kernelkit.quant.awq.format import fake_quantize, pack_autoawq, pack_compressed_tensors, quantize
 from kernelkit.quant.awq.linear import AwqLinearMethod, PackedW4LinearMethod
+from kernelkit.quant.awq.search import apply_clip, fold_scales, search_clip, search_scales
 from kernelkit.quant.scheme import QuantScheme
 
 log = logging.getLogger("kernelkit.quant")
@@ -57,7 +60,6 @@ class AwqScheme(QuantScheme):
         self.group_size_given = group_size is not None
         self.group_size = group_size or DEFAULT_GROUP_SIZE
         self.format, self.search, self.clip = format, search, clip
-        self.clip_bounds: dict[str, object] = {}  # module -> [N, K/G] clipping bounds, filled by calibration
 
     @property
     def needs_calibration(self) -> bool:  # type: ignore[override]
@@ -99,13 +101,47 @@ class AwqScheme(QuantScheme):
                 log.info("awq: group size %d does not divide %s %s; using group size %d (written into "
                          "quantization_config)", self.group_size, misfit[0], list(misfit[1]), g)
                 fitted = copy.copy(self)
-                fitted.group_size, fitted.clip_bounds = g, {}
+                fitted.group_size = g
                 return fitted
         raise ValueError(f"awq: none of the group sizes {list(GROUP_SIZES)} divides {misfit[0]}'s input size "
                          f"K = {misfit[1][1]}")
 
+    def calibrate_layer(self, layer, run, x):
+        """AWQ on one Llama-family decoder layer: scales for (input_layernorm -> q/k/v), (v_proj -> o_proj, where
+        their shapes allow it: not under GQA), (post_attention_layernorm -> gate/up), (up_proj -> down_proj),
+        then clipping (q/k skipped), then the layer's linears fake-quantized in place. Returns the two norms' and
+        seven linears' adapted float weights (the checkpoint quantizes those)."""
+        attn, mlp = layer.self_attn, layer.mlp
+        linears = {f"self_attn.{p}_proj": getattr(attn, f"{p}_proj") for p in "qkvo"} | \
+            {f"mlp.{p}_proj": getattr(mlp, f"{p}_proj") for p in ("gate", "up", "down")}
+        inputs = _capture_inputs(layer, run, x, [linears["self_attn.q_proj"], linears["self_attn.o_proj"],
+                                                 linears["mlp.gate_proj"], linears["mlp.down_proj"]])
+        groups = [(layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj], inputs[0], attn),
+                  (layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj], inputs[2], mlp),
+                  (mlp.up_proj, [mlp.down_proj], inputs[3], mlp.down_proj)]
+        if attn.v_proj.weight.shape == attn.o_proj.weight.shape:
+            groups.insert(1, (attn.v_proj, [attn.o_proj], inputs[1], attn.o_proj))
+        feats = {id(attn.q_proj): inputs[0], id(attn.k_proj): inputs[0], id(attn.v_proj): inputs[0],
+                 id(attn.o_proj): inputs[1], id(mlp.gate_proj): inputs[2], id(mlp.up_proj): inputs[2],
+                 id(mlp.down_proj): inputs[3]}
+        if self.search:
+            for previous, lins, inp, parent in groups:
+                s = search_scales(inp, lins, lambda inp=inp, parent=parent: run(parent, inp), self.group_size)
+                fold_scales(previous, lins, s)
+                for lin in lins:
+                    feats[id(lin)] = feats[id(lin)] / s
+        for name, lin in linears.items():
+            if self.clip and not name.endswith(("q_proj", "k_proj")):
+                apply_clip(lin, search_clip(feats[id(lin)], lin.weight.data, self.group_size), self.group_size)
+        out = {f"{name}.weight": lin.weight.data.clone() for name, lin in linears.items()}
+        out |= {f"{n}.weight": getattr(layer, n).weight.data.clone() for n in ("input_layernorm",
+                                                                            "post_attention_layernorm")}
+        for lin in linears.values():
+            lin.weight.data = fake_quantize(lin.weight.data, self.group_size)
+        return out
+
     def convert_linear(self, prefix, weight, bias):
-        q, scales, zeros = quantize(weight, self.group_size, self.clip_bounds.get(prefix))
+        q, scales, zeros = quantize(weight, self.group_size)
         out = pack_autoawq(q, scales, zeros) if self.format == "autoawq" else \
             pack_compressed_tensors(q, scales, zeros, weight.dtype if weight.dtype.itemsize == 2 else None)
         if bias is not None:
@@ -119,6 +155,18 @@ class AwqScheme(QuantScheme):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(group_size={self.group_size}, format={self.format!r})"
+
+
+def _capture_inputs(layer, run, x, modules) -> list[torch.Tensor]:
+    """The inputs [samples, seqlen, K] each of ``modules`` sees when the layer runs on x."""
+    seen: dict[int, list] = {id(m): [] for m in modules}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: seen[id(mod)].append(args[0].detach())) for m in modules]
+    try:
+        run(layer, x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [torch.cat(seen[id(m)]) for m in modules]
 
 
 class W4A16RtnScheme(AwqScheme):
