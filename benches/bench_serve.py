@@ -119,9 +119,10 @@ def _unfused_state_dict(model) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("fp8, eager", [(False, False), (False, True), (True, False), (True, True)])
-def bench_decode_step_batch1(record, tmp_path, fp8, eager):
-    model = make_model_dir(tmp_path / "llama3-8b", LLAMA3_8B, fp8)
+@pytest.mark.parametrize("quant, eager", [("bf16", False), ("bf16", True), ("fp8-block", False), ("fp8-block", True),
+                                          ("awq", False)])
+def bench_decode_step_batch1(record, tmp_path, quant, eager):
+    model = make_model_dir(tmp_path / "llama3-8b", LLAMA3_8B, quant=quant)
     llm = LLM(str(model), load_format="dummy", enforce_eager=eager, max_num_seqs=8)
     engine = llm.engine
     # bytes one decode step must read: every parameter once, except an untied embedding (one row is gathered);
@@ -150,7 +151,7 @@ def bench_decode_step_batch1(record, tmp_path, fp8, eager):
     decode = sorted(steps[32:])[len(steps[32:]) // 2]
     forward = statistics.median(start.elapsed_time(end) for start, end in forwards[32:]) / 1e3
     floor = weight_bytes / (copy_bandwidth_gbs() * 1e9)  # copy rate counts bytes read + written: all traffic
-    record("serve_decode_batch1", {"model": "llama3-8b " + ("fp8-block" if fp8 else "bf16"),
+    record("serve_decode_batch1", {"model": f"llama3-8b {quant}",
                                    "mode": "eager" if eager else "CUDA graphs",
                                    "weight GB": f"{weight_bytes / 1e9:.2f}", "decode step ms": f"{decode * 1e3:.2f}",
                                    "forward ms": f"{forward * 1e3:.2f}",

@@ -17,15 +17,20 @@ LLAMA3_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidd
              "max_position_embeddings": 8192, "tie_word_embeddings": False, "eos_token_id": 128001,
              "bos_token_id": 128000}
 FP8_BLOCK = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]}
+AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm",
+       "modules_to_not_convert": ["lm_head", "embed_tokens"]}
+QUANT = {"bf16": None, "fp8-block": FP8_BLOCK, "awq": AWQ}
 
 
-def make_model_dir(path: Path, config: dict, fp8_block: bool = False) -> Path:
-    """Write config.json (+ quantization_config) and a tokenizer with one word per token id."""
+def make_model_dir(path: Path, config: dict, fp8_block: bool = False, quant: str | None = None) -> Path:
+    """Write config.json (+ quantization_config: fp8-block, or ``quant`` as a QUANT name) and a tokenizer with
+    one word per token id."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(config | ({"quantization_config": FP8_BLOCK} if fp8_block else {})))
+    qc = FP8_BLOCK if fp8_block else QUANT.get(quant or "bf16")
+    (path / "config.json").write_text(json.dumps(config | ({"quantization_config": qc} if qc else {})))
     words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(config["vocab_size"])}, unk_token="w0"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=words, eos_token=f"w{config['eos_token_id']}").save_pretrained(path)

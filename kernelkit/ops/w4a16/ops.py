@@ -1,12 +1,14 @@
 """``awq_gemm``: the W4A16 GEMM as a ``torch.library`` op (fake implementation included).
 
-CPU and, until the Hopper kernels land, CUDA: the plain-torch reference (``reference.py``).
+CUDA: the Triton kernel (``triton_impl.py``), falling back to the reference with one logged warning; CPU: the
+plain-torch reference (``reference.py``), which defines the semantics.
 """
 
 from __future__ import annotations
 
 import torch
 
+from kernelkit.ops.dispatch import run_first, triton_impl
 from kernelkit.ops.library import kernel_op
 from kernelkit.ops.w4a16 import reference
 
@@ -17,7 +19,24 @@ def _awq_gemm_op(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, s
     return reference.awq_gemm_ref(x, qweight, qzeros, scales, group_size)
 
 
-_awq_gemm_op.register_kernel("cuda")(reference.awq_gemm_ref)
+def _never(*args) -> None:
+    return None
+
+
+def _triton_unsupported(x, qweight, qzeros, scales, group_size):
+    return "group size below 16 (the dot's minimum K)" if group_size < 16 else None
+
+
+def _triton(x, qweight, qzeros, scales, group_size):
+    return triton_impl("kernelkit.ops.w4a16.triton_impl").awq_gemm(x, qweight, qzeros, scales, group_size)
+
+
+AWQ_GEMM_IMPLS = (("triton", _triton_unsupported, _triton), ("torch", _never, reference.awq_gemm_ref))
+
+
+@_awq_gemm_op.register_kernel("cuda")
+def _awq_gemm_cuda(x, qweight, qzeros, scales, group_size):
+    return run_first("awq_gemm", AWQ_GEMM_IMPLS, x, qweight, qzeros, scales, group_size)
 
 
 @_awq_gemm_op.register_fake
