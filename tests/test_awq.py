@@ -147,3 +147,17 @@ def test_calibration_text_is_disjoint_from_the_perplexity_text(tiny, tmp_path):
                                     "--calib-samples", "100000"])
     assert out.exit_code == 1 and "fewer than --calib-samples 100000" in out.output
     assert not (tmp_path / ".awq.partial").exists()
+
+
+def test_quantize_in_place_with_w4a16_rtn():
+    from kernelkit.quant import quantize_
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32, bias=False))
+    x = torch.randn(5, 128)
+    expected = model(x)
+    quantize_(model, "w4a16-rtn", group_size=32)
+    assert type(model[0].quant_method).__name__ == "AwqLinearMethod" and model[0].qweight.dtype == torch.int32
+    with torch.no_grad():
+        got = model(x)
+    assert ((got - expected).norm() / expected.norm()).item() < 0.1

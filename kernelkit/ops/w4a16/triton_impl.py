@@ -20,6 +20,14 @@ from kernelkit.ops.gemm.triton_impl import _split_k_reduce_kernel
 
 
 @triton.jit
+def _expand8(packed):
+    """[..., C] -> [..., 8C], each int32 repeated 8 times in place (the columns it packs)."""
+    packed = tl.interleave(packed, packed)
+    packed = tl.interleave(packed, packed)
+    return tl.interleave(packed, packed)
+
+
+@triton.jit
 def _awq_gemm_kernel(
     x_ptr, qw_ptr, qz_ptr, s_ptr, y_ptr, M, N, K, GROUP,
     stride_xm, stride_xk, stride_qk, stride_zg, stride_sg, stride_ym, stride_yn,
@@ -38,7 +46,8 @@ def _awq_gemm_kernel(
     offs_k = tl.arange(0, BLOCK_K)
     mask_m, mask_n = offs_m < M, offs_n < N
     shifts = ((offs_n % 8) // 2 + (offs_n % 2) * 4) * 4  # AutoAWQ's nibble of column n
-    packed_n = offs_n // 8
+    packed_n = pid_n * (BLOCK_N // 8) + tl.arange(0, BLOCK_N // 8)  # each int32 loaded once, 16-byte vectors
+    mask_p = packed_n < N // 8
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for step in range(first, last):
@@ -46,10 +55,10 @@ def _awq_gemm_kernel(
         mask_k = k < K
         x = tl.load(x_ptr + offs_m[:, None].to(tl.int64) * stride_xm + k[None, :] * stride_xk,
                     mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        qw = tl.load(qw_ptr + k[:, None].to(tl.int64) * stride_qk + packed_n[None, :],
-                     mask=mask_k[:, None] & mask_n[None, :], other=0)
+        qw = _expand8(tl.load(qw_ptr + k[:, None].to(tl.int64) * stride_qk + packed_n[None, :],
+                              mask=mask_k[:, None] & mask_p[None, :], other=0))
         g = (step * BLOCK_K) // GROUP
-        zeros = (tl.load(qz_ptr + g * stride_zg + packed_n, mask=mask_n, other=0) >> shifts) & 15
+        zeros = (_expand8(tl.load(qz_ptr + g * stride_zg + packed_n, mask=mask_p, other=0)) >> shifts) & 15
         scales = tl.load(s_ptr + g * stride_sg + offs_n, mask=mask_n, other=0.0)
         w = ((((qw >> shifts[None, :]) & 15) - zeros[None, :]).to(tl.float32) * scales[None, :].to(tl.float32))
         acc += tl.dot(x, w.to(x.dtype))
@@ -61,14 +70,14 @@ def _awq_gemm_kernel(
 
 
 def default_config(m: int, n: int, k: int, group_size: int) -> dict:
-    """A launch config by shape: 16-row tiles split over K at decode sizes (enough programs to keep the weight
-    streaming on every SM), 64 x 128 tiles without a split from 64 rows."""
-    block_k = min(group_size, 64)
+    """A launch config by shape, from the sweep in benches/bench_w4a16.py on an H200 (benches/RESULTS.md): at
+    decode sizes 16 x 64 tiles, 128-deep K steps and K split 8 ways; from 64 rows 128 x 256 tiles on 8 warps."""
     if m <= 32:
-        tiles = triton.cdiv(n, 128)
-        split = max(1, min(triton.cdiv(k, block_k), triton.cdiv(264, tiles)))
-        return {"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 4, "num_stages": 3}
-    return {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": block_k, "SPLIT_K": 1, "num_warps": 4, "num_stages": 3}
+        block_k = min(group_size, 128)
+        split = max(1, min(triton.cdiv(k, block_k), 8))
+        return {"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": block_k, "SPLIT_K": split, "num_warps": 4, "num_stages": 3}
+    return {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": min(group_size, 64), "SPLIT_K": 1, "num_warps": 8,
+            "num_stages": 3}
 
 
 def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor, group_size: int,
