@@ -1,8 +1,9 @@
-"""W4A16 GEMM (AWQ, AutoAWQ layout): kernelkit's dispatch and a small sweep of Triton launch configs, against
-bf16 cuBLAS and torch's int4 weight-only ``_weight_int4pack_mm`` (gpt-fast's path), in one run. vLLM's
-``awq_triton`` is not installed on the GPU machine: its times on this H200 at (14336, 4096) are in
-shared/ANCHORS.md. Targets (issue 11): >= 3.0x bf16 at M = 1, >= 2.5x at M = 16, >= 1.0x at M = 128, >= 0.8x at
-M = 4096."""
+"""W4A16 GEMM (AWQ): kernelkit's ``w4a16_gemm`` on the tensor-core layout (the engine's path: the CUDA
+tensor-core kernel, with a small sweep of its launch configs, up to GEMV_MAX_M, dequantize + cuBLAS above), its
+pieces, and the Triton ``awq_gemm`` on AutoAWQ's layout, against bf16 cuBLAS and torch's int4 weight-only
+``_weight_int4pack_mm`` (gpt-fast's path), in one run. vLLM's ``awq_triton`` is not installed on the GPU machine:
+its times on this H200 at (14336, 4096) are in shared/ANCHORS.md. Targets (issue 11): >= 3.0x bf16 at M = 1,
+>= 2.5x at M = 16, >= 1.0x at M = 128, >= 0.8x at M = 4096."""
 
 from __future__ import annotations
 
@@ -10,24 +11,19 @@ import pytest
 import torch
 from timing import input_sets, median_ms
 
-from kernelkit.ops.w4a16 import triton_impl
-from kernelkit.ops.w4a16.ops import awq_gemm
+from kernelkit.ops.w4a16 import cuda_impl, mma_layout
+from kernelkit.ops.w4a16.ops import GEMV_MAX_M, awq_gemm, w4a16_gemm
 from kernelkit.quant.awq.format import pack_autoawq, quantize
 
 pytestmark = pytest.mark.gpu
-MS = (1, 16, 128, 4096)
+MS = (1, 16, 64, 128, 4096)
 NKS = ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (14336, 4096))
 GROUP = 128
 
 
-def _sweep(m: int, n: int, k: int) -> list[dict]:
-    if m <= 32:
-        tiles = [(16, 64), (16, 128), (16, 256)]
-        return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": s, "num_warps": w, "num_stages": 3}
-                for bm, bn in tiles for bk in (64, 128) for s in (max(1, 264 // -(-n // bn)), 8, 16)
-                for w in (4,) if s * bk <= k]
-    return [{"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "SPLIT_K": 1, "num_warps": w, "num_stages": st}
-            for bm, bn, w in ((64, 128, 4), (128, 128, 8), (128, 256, 8)) for st in (3, 4)]
+def _sweep(m: int) -> list[tuple[int, int, int]]:
+    """(WARPS, MT, UNROLL) launch configs of the tensor-core kernel."""
+    return [(w, mt, u) for w in (4, 8) for mt in ((1, 2) if m <= 8 else (2,)) for u in (1, 2, 4)]
 
 
 def _operands(m, n, k):
@@ -37,7 +33,8 @@ def _operands(m, n, k):
         w = torch.randn(n, k, device="cuda", generator=g) * 0.02
         q, scales, zeros = quantize(w, GROUP)
         p = pack_autoawq(q, scales, zeros)
-        return x, p["qweight"], p["qzeros"], p["scales"].to(torch.bfloat16), w.bfloat16()
+        mma = mma_layout.repack_mma(q, zeros, scales, GROUP, torch.bfloat16)
+        return x, p["qweight"], p["qzeros"], p["scales"].to(torch.bfloat16), w.bfloat16(), mma
 
     return input_sets(make, m * k * 2 + n * k // 2)
 
@@ -59,23 +56,24 @@ def _int4pack(w: torch.Tensor):
 @pytest.mark.parametrize("m", MS)
 def bench_awq_gemm(record, m, n, k):
     sets = _operands(m, n, k)
-    bf16 = median_ms(lambda x, qw, qz, s, w: x @ w.t(), sets)
+    bf16 = median_ms(lambda x, qw, qz, s, w, mma: x @ w.t(), sets)
     row = {"M": m, "N": n, "K": k, "bf16 cuBLAS": f"{bf16 * 1e3:.1f} µs"}
-    ours = median_ms(lambda x, qw, qz, s, w: awq_gemm(x, qw, qz, s, GROUP), sets)
-    row["kernelkit (default config)"] = f"{ours * 1e3:.1f} µs = {bf16 / ours:.2f}x"
-    best, best_cfg = float("inf"), None
-    for cfg in _sweep(m, n, k):
-        try:
-            t = median_ms(lambda x, qw, qz, s, w, cfg=cfg: triton_impl.awq_gemm(x, qw, qz, s, GROUP, cfg), sets)
-        except Exception:  # a config Triton cannot build (shared memory): skip it
-            continue
-        if t < best:
-            best, best_cfg = t, cfg
-    if best_cfg is not None:
-        short = {key.replace("BLOCK_", "").replace("num_", ""): v for key, v in best_cfg.items()}
-        row["best swept config"] = f"{best * 1e3:.1f} µs = {bf16 / best:.2f}x {short}"
+    ours = median_ms(lambda x, qw, qz, s, w, mma: w4a16_gemm(x, *mma, n), sets)
+    row["kernelkit w4a16_gemm"] = f"{ours * 1e3:.1f} µs = {bf16 / ours:.2f}x"
+    if m <= GEMV_MAX_M:
+        best, best_cfg = float("inf"), None
+        for cfg in _sweep(m):
+            t = median_ms(lambda x, qw, qz, s, w, mma, cfg=cfg: cuda_impl.gemm(x, *mma, n, GROUP, cfg), sets)
+            if t < best:
+                best, best_cfg = t, cfg
+        row["tensor-core kernel, best (warps, mt, unroll)"] = f"{best * 1e3:.1f} µs = {bf16 / best:.2f}x {best_cfg}"
+    if m >= 64:
+        deq = median_ms(lambda x, qw, qz, s, w, mma: x @ cuda_impl.dequantize(*mma, n).t(), sets)
+        row["dequantize + cuBLAS"] = f"{deq * 1e3:.1f} µs = {bf16 / deq:.2f}x"
+    tri = median_ms(lambda x, qw, qz, s, w, mma: awq_gemm(x, qw, qz, s, GROUP), sets)
+    row["Triton awq_gemm"] = f"{tri * 1e3:.1f} µs = {bf16 / tri:.2f}x"
     try:
-        packs = [_int4pack(w) for *_, w in sets]
+        packs = [_int4pack(w) for *_, w, _mma in sets]
         pairs = [(x, p, sz) for (x, *_), (p, sz) in zip(sets, packs, strict=True)]
         int4 = median_ms(lambda x, p, sz: torch._weight_int4pack_mm(x, p, GROUP, sz), pairs)
         row["torch int4pack_mm"] = f"{int4 * 1e3:.1f} µs = {bf16 / int4:.2f}x"

@@ -48,6 +48,11 @@ specs = [cuda_impl.spec("tvm_ffi", *c) for c in itertools.product(
     cuda_impl.SUPPORTED_GROUPS, (False, True))]
 specs += [cuda_impl.spec("tvm_ffi", torch.bfloat16, torch.float8_e4m3fn, 128, False, u) for u in (1, 2, 4)]
 specs += [cuda_impl.spec("tvm_ffi", torch.float32, torch.int8, 64, False, u) for u in (1, 2, 4)]
+from kernelkit.ops.w4a16 import cuda_impl as w4
+specs += [w4.gemm_spec(d, g, *c) for d in (torch.bfloat16, torch.float16) for g in w4.GROUPS for c in w4.launch_configs(g)]
+specs += [w4.gemm_spec(torch.bfloat16, 128, w, mt, u) for w in (4, 8) for mt in (1, 2) for u in (1, 2, 4)]
+specs += [w4.dequant_spec(d) for d in (torch.bfloat16, torch.float16)]
+specs = list(dict.fromkeys(specs))
 t0 = time.time()
 with ThreadPoolExecutor(16) as pool:
     built = sum(b for _, b in pool.map(lambda s: ensure_built(s, current_target()), specs))
@@ -90,10 +95,11 @@ case "$mode" in
   tests)
     prebuild 2>&1 | tail -n 1
     gpu_tests="tests/test_quant_gpu.py tests/test_gemm_gpu.py tests/test_serve_gpu.py tests/test_quant_triton.py
-      tests/test_layer_ops.py tests/test_serve_attention.py tests/test_gemm.py"
+      tests/test_layer_ops.py tests/test_serve_attention.py tests/test_gemm.py tests/test_w4a16.py tests/test_w4a16_mma.py"
     timeout -s INT ${LIMIT_S:-570} python3 -m pytest ${TESTS:-$gpu_tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 --timeout=90 ${PYTEST_V:-} -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
     sass_check ;;
   bench)
+    prebuild 2>&1 | tail -n 1
     torch_cuda_vs_cpu 2>&1 | tee "$OUT/torch_cuda_vs_cpu.txt"
     if [ -n "${NCU:-}" ]; then
       ncu --section SpeedOfLight --section Occupancy -k regex:per_token_group_quant_8bit_kernel -c 1 \

@@ -52,7 +52,8 @@ def _dequantized_copy(src, quantized, dst, layout):
     return dst
 
 
-@pytest.mark.parametrize("layout, args", [("autoawq", []), ("ct", ["--format", "compressed-tensors"])])
+@pytest.mark.parametrize("layout, args", [("autoawq", []), ("ct", ["--format", "compressed-tensors"]),
+                                          ("autoawq", ["--group-size", "32"])])
 def test_w4a16_checkpoint_serves_like_its_dequantized_reference(tiny, tmp_path, layout, args):
     from transformers import AutoModelForCausalLM
 
@@ -61,9 +62,10 @@ def test_w4a16_checkpoint_serves_like_its_dequantized_reference(tiny, tmp_path, 
 
     out = _convert(tiny, tmp_path / "q", *args)
     cfg = json.loads((out / "config.json").read_text())["quantization_config"]
+    group = 32 if "32" in args else 64  # 128 does not divide K = 192
     if layout == "autoawq":
-        assert cfg == {"quant_method": "awq", "bits": 4, "group_size": 64, "zero_point": True, "version": "gemm",
-                       "modules_to_not_convert": ["lm_head", "embed_tokens"]}  # 128 does not divide K = 192
+        assert cfg == {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": True, "version": "gemm",
+                       "modules_to_not_convert": ["lm_head", "embed_tokens"]}
     else:
         assert cfg["quant_method"] == "compressed-tensors" and cfg["format"] == "pack-quantized"
         assert cfg["config_groups"]["group_0"]["weights"]["group_size"] == 64
@@ -71,7 +73,10 @@ def test_w4a16_checkpoint_serves_like_its_dequantized_reference(tiny, tmp_path, 
                                                      dtype=torch.float32).eval()
     llm = LLM(str(out), device="cpu")
     qkv = llm.engine.model.model.layers[0].self_attn.qkv_proj
-    assert qkv.qweight.shape == (192, (192 + 64 + 64) // 8)  # merged, in AutoAWQ's layout after loading
+    if group == 64:  # merged, in the tensor-core layout after loading: 16-row tiles x 64-k chunks x 32 lanes x 4
+        assert qkv.w4_layout == "mma" and qkv.qweight.shape == ((192 + 64 + 64) // 16, 192 // 64, 32, 4)
+    else:  # groups of 32 do not fit it: AutoAWQ's layout
+        assert qkv.w4_layout == "autoawq" and qkv.qweight.shape == (192, (192 + 64 + 64) // 8)
     ours = llm.generate(PROMPTS, SamplingParams(temperature=0, max_tokens=10, ignore_eos=True))
     for prompt, got in zip(PROMPTS, ours, strict=True):
         with torch.no_grad():

@@ -10,6 +10,8 @@ import torch
 from kernelkit.jit import KernelSpec
 from kernelkit.ops.gemm import ops as gemm_ops
 from kernelkit.ops.quant import cuda_impl, cute_impl, ops
+from kernelkit.ops.w4a16 import cuda_impl as w4a16_cuda
+from kernelkit.ops.w4a16 import ops as w4a16_ops
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,20 @@ def _exercise_gemm(device: torch.device) -> None:
         triton_impl.w8a8_block_fp8_matmul(a, b, a_s, b_s, (128, 128), out, config)
 
 
+def _exercise_awq_gemm(device: torch.device) -> None:
+    from kernelkit.ops.w4a16 import triton_impl
+
+    for m in (1, 16, 256):
+        x = torch.randn(m, 512, device=device, dtype=torch.bfloat16)
+        qweight = torch.randint(-2**31, 2**31, (512, 32), dtype=torch.int32, device=device)
+        qzeros = torch.randint(-2**31, 2**31, (4, 32), dtype=torch.int32, device=device)
+        triton_impl.awq_gemm(x, qweight, qzeros, torch.rand(4, 256, device=device, dtype=torch.bfloat16), 128)
+
+
+def _no_triton(device: torch.device) -> None:
+    return None
+
+
 def _names(impls) -> tuple[str, ...]:
     return tuple(name for name, _, _ in impls)
 
@@ -68,6 +84,10 @@ REGISTERED = (
                  _names(ops.TENSOR_IMPLS), cute_impl.warmup_specs, _exercise_tensor_quant),
     RegisteredOp("w8a8_block_fp8_matmul", "block-scaled FP8 GEMM (DeepSeek-V3 W8A8)",
                  _names(gemm_ops.GEMM_IMPLS), list, _exercise_gemm),
+    RegisteredOp("awq_gemm", "W4A16 GEMM on AutoAWQ's GEMM layout", _names(w4a16_ops.AWQ_GEMM_IMPLS), list,
+                 _exercise_awq_gemm),
+    RegisteredOp("w4a16_gemm", "W4A16 GEMM on the tensor-core layout AWQ checkpoints are repacked into",
+                 _names(w4a16_ops.W4A16_GEMM_IMPLS), w4a16_cuda.warmup_specs, _no_triton),
 )
 
 

@@ -1,7 +1,10 @@
-"""``awq_gemm``: the W4A16 GEMM as a ``torch.library`` op (fake implementation included).
+"""The W4A16 GEMMs as ``torch.library`` ops (fake implementations included).
 
-CUDA: the Triton kernel (``triton_impl.py``), falling back to the reference with one logged warning; CPU: the
-plain-torch reference (``reference.py``), which defines the semantics.
+- ``awq_gemm`` on AutoAWQ's GEMM layout, for callers that hold AutoAWQ tensors: CUDA runs the Triton kernel
+  (``triton_impl.py``), falling back to the reference with one logged warning; CPU runs the plain-torch
+  reference (``reference.py``), which defines the semantics.
+- ``w4a16_gemm`` on kernelkit's tensor-core layout (``mma_layout.py``), which the AWQ linear methods repack
+  into: CUDA C++ (``cuda_impl.py``), or the reference (``mma_layout.w4a16_mma_gemm_ref``).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import torch
 
 from kernelkit.ops.dispatch import run_first, triton_impl
 from kernelkit.ops.library import kernel_op
-from kernelkit.ops.w4a16 import reference
+from kernelkit.ops.w4a16 import mma_layout, reference
 
 
 @kernel_op("awq_gemm")
@@ -70,3 +73,71 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
                          f"{[k // group_size, n8]} and scales {[k // group_size, 8 * n8]}, got "
                          f"{list(qzeros.shape)} and {list(scales.shape)}")
     return torch.ops.kernelkit.awq_gemm(x, qweight, qzeros, scales, int(group_size))
+
+
+# ``w4a16_gemm``: the same product on kernelkit's tensor-core layout (``mma_layout.py``), which the AWQ linear
+# methods repack into after loading. Tokens up to GEMV_MAX_M run the CUDA tensor-core kernel, which streams the
+# 4-bit weight once per 8 or 16 tokens; more tokens dequantize once to 16 bits and call cuBLAS (measured in
+# benches/RESULTS.md, "W4A16 on the tensor-core layout").
+GEMV_MAX_M = 64
+
+
+def _cuda_unsupported(x, qweight, zeros, scales, n):
+    from kernelkit.ops.w4a16 import cuda_impl
+
+    return cuda_impl.unsupported(x, scales, 64 * qweight.shape[1] // max(1, scales.shape[1]))
+
+
+def _cuda_gemm(x, qweight, zeros, scales, n):
+    from kernelkit.ops.w4a16 import cuda_impl
+
+    if x.shape[0] <= GEMV_MAX_M:
+        return cuda_impl.gemm(x, qweight, zeros, scales, n, x.shape[1] // scales.shape[1])
+    return x @ cuda_impl.dequantize(qweight, zeros, scales, n).t()
+
+
+W4A16_GEMM_IMPLS = (("cuda", _cuda_unsupported, _cuda_gemm), ("torch", _never, mma_layout.w4a16_mma_gemm_ref))
+
+
+@kernel_op("w4a16_gemm")
+def _w4a16_gemm_op(x: torch.Tensor, qweight: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor,
+                   n: int) -> torch.Tensor:
+    return mma_layout.w4a16_mma_gemm_ref(x, qweight, zeros, scales, n)
+
+
+@_w4a16_gemm_op.register_kernel("cuda")
+def _w4a16_gemm_cuda(x, qweight, zeros, scales, n):
+    return run_first("w4a16_gemm", W4A16_GEMM_IMPLS, x, qweight, zeros, scales, n)
+
+
+@_w4a16_gemm_op.register_fake
+def _w4a16_gemm_fake(x, qweight, zeros, scales, n):
+    return x.new_empty(x.shape[0], n)
+
+
+def w4a16_gemm(x: torch.Tensor, qweight: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor,
+               n: int) -> torch.Tensor:
+    """y = x @ W^T for 4-bit weights in kernelkit's tensor-core layout (``mma_layout.repack_mma``).
+
+    Args:
+        x: [M, K] bf16 or fp16 (fp32 on the reference path) activations, any strides.
+        qweight: int32 [ceil(N/16), K/64, 32, 4]; zeros: uint8 and scales: x's dtype, [ceil(N/16), K/G, 16].
+        n: N, the output features (the layout pads N to a multiple of 16).
+
+    Returns:
+        [M, N] in x's dtype; fp32 accumulation (the tensor cores' on CUDA; at M > GEMV_MAX_M the weight is
+        first rounded to x's dtype for cuBLAS, as vLLM's AWQ path does at large M).
+
+    Raises:
+        ValueError: shapes or dtypes that do not fit one another.
+    """
+    if x.dim() != 2 or qweight.dim() != 4 or x.shape[1] != 64 * qweight.shape[1]:
+        raise ValueError(f"w4a16_gemm: x must be [M, {64 * qweight.shape[1]}] for qweight "
+                         f"{list(qweight.shape)}, got {list(x.shape)}")
+    tiles = (n + 15) // 16
+    if (qweight.dtype != torch.int32 or tuple(qweight.shape[0:1]) != (tiles,) or zeros.dtype != torch.uint8
+            or zeros.shape != scales.shape or zeros.dim() != 3 or zeros.shape[0] != tiles or zeros.shape[2] != 16):
+        raise ValueError(f"w4a16_gemm: for N = {n}: qweight int32 [{tiles}, K/64, 32, 4], zeros uint8 and scales "
+                         f"[{tiles}, K/G, 16]; got {qweight.dtype} {list(qweight.shape)}, {zeros.dtype} "
+                         f"{list(zeros.shape)}, {scales.dtype} {list(scales.shape)}")
+    return torch.ops.kernelkit.w4a16_gemm(x, qweight, zeros, scales, int(n))

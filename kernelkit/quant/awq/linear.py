@@ -1,12 +1,13 @@
-"""Linear methods of AWQ W4A16 checkpoints, one per layout, both computing through ``awq_gemm`` on AutoAWQ's
-GEMM layout.
+"""Linear methods of AWQ W4A16 checkpoints, one per checkpoint layout. After loading, both repack the weight
+into kernelkit's tensor-core layout (``kernelkit.ops.w4a16.mma_layout``; computed by ``w4a16_gemm``) where the
+group size allows it (a multiple of 64), else into AutoAWQ's GEMM layout (computed by ``awq_gemm``).
 
 - ``AwqLinearMethod``: AutoAWQ GEMM checkpoints (``qweight`` [K, N/8], ``qzeros`` [K/G, N/8], ``scales``
   [K/G, N]); the output dimension is dim 1, packed 8 to an int32, so each part of a merged layer must be a
   multiple of 8 wide.
 - ``PackedW4LinearMethod``: compressed-tensors pack-quantized checkpoints (``weight_packed`` [N, K/8],
   ``weight_scale`` [N, K/G], ``weight_zero_point`` [N/8, K/G], ``weight_shape`` [2] per part); repacked into
-  AutoAWQ's layout once, after loading.
+  the same way.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import torch
 from torch import nn
 
 from kernelkit.layers.base import LinearMethod, partitioned_loader, set_weight_attrs
-from kernelkit.ops.w4a16.ops import awq_gemm
-from kernelkit.quant.awq.format import pack_autoawq, unpack_compressed_tensors
+from kernelkit.ops.w4a16 import mma_layout
+from kernelkit.ops.w4a16.ops import awq_gemm, w4a16_gemm
+from kernelkit.quant.awq.format import pack_autoawq, unpack_autoawq, unpack_compressed_tensors
 
 
 def _param(layer: nn.Module, name: str, tensor: torch.Tensor, loader) -> None:
@@ -39,8 +41,28 @@ def _check_group(input_size: int, group_size: int) -> None:
         raise ValueError(f"AWQ: group size {group_size} does not divide the layer's input size {input_size}")
 
 
+def _repack(layer: nn.Module, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int) -> None:
+    """Replace the layer's checkpoint tensors by (q [N, K], scales, zeros [N, K/G]) in the kernel's layout:
+    ``qweight``, ``qzeros`` (uint8, unpacked) and ``scales`` in the tensor-core layout, else AutoAWQ's."""
+    for name in [name for name, _ in layer.named_parameters(recurse=False) if name != "bias"]:
+        delattr(layer, name)
+    scales = scales.to(layer.params_dtype)
+    if mma_layout.supports(layer.input_size, group_size) is None:
+        tensors = dict(zip(("qweight", "qzeros", "scales"), mma_layout.repack_mma(q, zeros, scales, group_size),
+                           strict=True))
+    else:
+        tensors = pack_autoawq(q, scales, zeros) | {"scales": scales.t().contiguous()}
+    layer.w4_layout = "mma" if tensors["qweight"].dim() == 4 else "autoawq"
+    for name, tensor in tensors.items():
+        layer.register_parameter(name, nn.Parameter(tensor, requires_grad=False))
+
+
 def _apply(layer: nn.Module, x: torch.Tensor, bias, group_size: int) -> torch.Tensor:
-    y = awq_gemm(x.reshape(-1, layer.input_size), layer.qweight, layer.qzeros, layer.scales, group_size)
+    x2 = x.reshape(-1, layer.input_size)
+    if layer.w4_layout == "mma":
+        y = w4a16_gemm(x2, layer.qweight, layer.qzeros, layer.scales, layer.output_size)
+    else:
+        y = awq_gemm(x2, layer.qweight, layer.qzeros, layer.scales, group_size)
     if bias is not None:
         y = y + bias
     return y.view(*x.shape[:-1], layer.output_size)
@@ -62,7 +84,8 @@ class AwqLinearMethod(LinearMethod):
                partitioned_loader(output_partition_sizes, dim=1))
 
     def process_weights_after_loading(self, layer):
-        layer.scales.data = layer.scales.data.to(layer.params_dtype)  # fp16 in the file; the activations' dtype
+        q, scales, zeros = unpack_autoawq(layer.qweight.data, layer.qzeros.data, layer.scales.data)
+        _repack(layer, q, scales, zeros, self.group_size)
 
     def apply(self, layer, x, bias=None):
         return _apply(layer, x, bias, self.group_size)
@@ -92,12 +115,7 @@ class PackedW4LinearMethod(LinearMethod):
         q, scales, zeros = unpack_compressed_tensors(layer.weight_packed.data, layer.weight_scale.data,
                                                      layer.weight_zero_point.data,
                                                      torch.tensor([layer.output_size, layer.input_size]))
-        packed = pack_autoawq(q, scales, zeros)
-        for name in ("weight_packed", "weight_scale", "weight_zero_point", "weight_shape"):
-            delattr(layer, name)
-        for name, tensor in packed.items():
-            value = tensor.to(layer.params_dtype) if name == "scales" else tensor
-            layer.register_parameter(name, nn.Parameter(value, requires_grad=False))
+        _repack(layer, q, scales, zeros, self.group_size)
 
     def apply(self, layer, x, bias=None):
         return _apply(layer, x, bias, self.group_size)
