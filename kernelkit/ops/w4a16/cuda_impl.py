@@ -23,8 +23,9 @@ def launch_config(m: int, n: int, k: int, group_size: int) -> tuple[int, int, in
 
 
 def _unroll(group_size: int, mt: int) -> int:
-    """Groups in flight per warp: 8 (one token tile) or 4 (two) 64-k chunks; each costs 12 registers a tile."""
-    return max(1, (8 if mt == 1 else 4) * 64 // group_size)
+    """Groups per register stage (the kernel keeps two in flight): 4 (one token tile) or 2 (two) 64-k chunks,
+    the most that compile without spilling (each chunk holds 12 registers per token tile, twice)."""
+    return max(1, (4 if mt == 1 else 2) * 64 // group_size)
 
 
 def launch_configs(group_size: int) -> list[tuple[int, int, int]]:
