@@ -98,16 +98,41 @@ __device__ __forceinline__ uint4 load_x16(const void* ptr) {
   return v;
 }
 
-// The loads of UNROLL consecutive groups of one warp (weights, x, zero points, scales), and their products.
-template <int MT, int CHUNKS, int UNROLL>
-struct Stage {
-  uint4 a[UNROLL][CHUNKS];
-  uint4 b[UNROLL][MT][CHUNKS][2];
-  unsigned char z[UNROLL][2];
-  unsigned short s[UNROLL][2];
+// Grid: (N / 16 tiles, ceil(M / (8 MT))); WARPS warps per block split the K groups (UNROLL groups in flight per
+// warp) and add their partial sums in shared memory, in a fixed order (deterministic).
+template <typename T, int G, int WARPS, int MT, int UNROLL>
+__global__ void __launch_bounds__(WARPS * 32) w4a16_mma_gemm_kernel(
+    const uint4* __restrict__ qweight, const unsigned short* __restrict__ scales,
+    const unsigned char* __restrict__ zeros, const unsigned short* __restrict__ x, unsigned short* __restrict__ y,
+    int M, int N, int K, long long x_stride, long long y_stride) {
+  static_assert(G % 64 == 0, "group size must be a multiple of 64");
+  constexpr int CHUNKS = G / 64;
+  using Op = W4Ops<T>;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int tile = blockIdx.x;
+  const int m0 = blockIdx.y * 8 * MT;
+  const int groups = K / G;
+  const uint4* qt = qweight + static_cast<long long>(tile) * (K / 64) * 32 + lane;
+  const unsigned short* st = scales + static_cast<long long>(tile) * groups * 16;
+  const unsigned char* zt = zeros + static_cast<long long>(tile) * groups * 16;
+  const unsigned short* xr[MT];
+  bool xv[MT];
+#pragma unroll
+  for (int i = 0; i < MT; ++i) {
+    const int m = m0 + 8 * i + g;
+    xv[i] = m < M;
+    xr[i] = x + (xv[i] ? m : 0) * x_stride + 16 * t;
+  }
+  float acc[MT][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
 
-  __device__ __forceinline__ void load(const uint4* qt, const unsigned char* zt, const unsigned short* st,
-                                       const unsigned short* const* xr, const bool* xv, int g0, int groups, int g) {
+  for (int g0 = warp * UNROLL; g0 < groups; g0 += WARPS * UNROLL) {
+    uint4 a[UNROLL][CHUNKS];
+    uint4 b[UNROLL][MT][CHUNKS][2];
+    unsigned char z[UNROLL][2];
+    unsigned short s[UNROLL][2];
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
       const int gi = g0 + u;
@@ -127,12 +152,6 @@ struct Stage {
       s[u][0] = ok ? st[gi * 16 + g] : 0;
       s[u][1] = ok ? st[gi * 16 + g + 8] : 0;
     }
-  }
-
-  // acc[i] += each group's fp32 sums times its scales (a group past the end has scale 0 and adds 0).
-  template <typename T>
-  __device__ __forceinline__ void compute(float (*acc)[4]) const {
-    using Op = W4Ops<T>;
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
       const unsigned nz0 = neg_biased_zero<T>(z[u][0]), nz1 = neg_biased_zero<T>(z[u][1]);
@@ -164,53 +183,6 @@ struct Stage {
         acc[i][3] += part[i][3] * s1;
       }
     }
-  }
-};
-
-// Grid: (N / 16 tiles, ceil(M / (8 MT))); WARPS warps per block split the K groups (UNROLL groups in flight per
-// warp) and add their partial sums in shared memory, in a fixed order (deterministic).
-template <typename T, int G, int WARPS, int MT, int UNROLL>
-__global__ void __launch_bounds__(WARPS * 32) w4a16_mma_gemm_kernel(
-    const uint4* __restrict__ qweight, const unsigned short* __restrict__ scales,
-    const unsigned char* __restrict__ zeros, const unsigned short* __restrict__ x, unsigned short* __restrict__ y,
-    int M, int N, int K, long long x_stride, long long y_stride) {
-  static_assert(G % 64 == 0, "group size must be a multiple of 64");
-  constexpr int CHUNKS = G / 64;
-  using Op = W4Ops<T>;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int g = lane >> 2, t = lane & 3;
-  const int tile = blockIdx.x;
-  const int m0 = blockIdx.y * 8 * MT;
-  const int groups = K / G;
-  const uint4* qt = qweight + static_cast<long long>(tile) * (K / 64) * 32 + lane;
-  const unsigned short* st = scales + static_cast<long long>(tile) * groups * 16;
-  const unsigned char* zt = zeros + static_cast<long long>(tile) * groups * 16;
-  const unsigned short* xr[MT];
-  bool xv[MT];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) {
-    const int m = m0 + 8 * i + g;
-    xv[i] = m < M;
-    xr[i] = x + (xv[i] ? m : 0) * x_stride + 16 * t;
-  }
-  float acc[MT][4];
-#pragma unroll
-  for (int i = 0; i < MT; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
-
-  // Two register stages: the next UNROLL groups' loads are in flight while this stage's are computed.
-  // (Unrolled by hand so that both stages stay in registers.)
-  constexpr int kStep = WARPS * UNROLL;
-  Stage<MT, CHUNKS, UNROLL> even, odd;
-  int g0 = warp * UNROLL;
-  even.load(qt, zt, st, xr, xv, g0, groups, g);
-  while (g0 < groups) {
-    odd.load(qt, zt, st, xr, xv, g0 + kStep, groups, g);
-    even.template compute<T>(acc);
-    g0 += kStep;
-    if (g0 >= groups) break;
-    even.load(qt, zt, st, xr, xv, g0 + kStep, groups, g);
-    odd.template compute<T>(acc);
-    g0 += kStep;
   }
 
   __shared__ float red[WARPS][MT * 4][32];

@@ -50,7 +50,7 @@ specs += [cuda_impl.spec("tvm_ffi", torch.bfloat16, torch.float8_e4m3fn, 128, Fa
 specs += [cuda_impl.spec("tvm_ffi", torch.float32, torch.int8, 64, False, u) for u in (1, 2, 4)]
 from kernelkit.ops.w4a16 import cuda_impl as w4
 specs += [w4.gemm_spec(d, g, *c) for d in (torch.bfloat16, torch.float16) for g in w4.GROUPS for c in w4.launch_configs(g)]
-specs += [w4.gemm_spec(torch.bfloat16, 128, w, mt, u) for w in (4, 8) for mt in (1, 2) for u in (1, 2, 4)[:4 - mt]]
+specs += [w4.gemm_spec(torch.bfloat16, 128, w, mt, u) for w in (4, 8) for mt in (1, 2) for u in (1, 2, 4)]
 specs += [w4.dequant_spec(d) for d in (torch.bfloat16, torch.float16)]
 specs = list(dict.fromkeys(specs))
 t0 = time.time()

@@ -15,22 +15,22 @@ GROUPS = (64, 128, 256)
 
 
 def launch_config(m: int, n: int, k: int, group_size: int) -> tuple[int, int, int]:
-    """(WARPS, MT, UNROLL): warps per block splitting K, 8-token tiles per block, groups in flight per warp."""
+    """(WARPS, MT, UNROLL): warps per block splitting K, 8-token tiles per block, groups in flight per warp.
+    From the H200 sweep of benches/bench_w4a16.py (RESULTS.md): 8 warps with 8 chunks of 64 k in flight each up
+    to N = 8192, 4 warps with 4 chunks above (more blocks, fewer registers)."""
     mt = 1 if m <= 8 else 2
     warps = 8 if n <= 8192 else 4
-    unroll = _unroll(group_size, mt)
+    unroll = _unroll(group_size, warps)
     return warps, mt, unroll if k // group_size >= warps * unroll else 1
 
 
-def _unroll(group_size: int, mt: int) -> int:
-    """Groups per register stage (the kernel keeps two in flight): 4 (one token tile) or 2 (two) 64-k chunks,
-    the most that compile without spilling (each chunk holds 12 registers per token tile, twice)."""
-    return max(1, (4 if mt == 1 else 2) * 64 // group_size)
+def _unroll(group_size: int, warps: int) -> int:
+    return max(1, (8 if warps == 8 else 4) * 64 // group_size)
 
 
 def launch_configs(group_size: int) -> list[tuple[int, int, int]]:
     """Every config ``launch_config`` can choose at this group size (what ``warmup`` and the GPU check build)."""
-    return [(w, mt, u) for w in (4, 8) for mt in (1, 2) for u in sorted({1, _unroll(group_size, mt)})]
+    return [(w, mt, u) for w in (4, 8) for mt in (1, 2) for u in sorted({1, _unroll(group_size, w)})]
 
 
 def gemm_spec(dtype: torch.dtype, group_size: int, warps: int, mt: int, unroll: int) -> KernelSpec:

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import torch
 
-_SHIFTS = 4 * torch.arange(8)
 # q [16 tiles + 8h + g, 64 chunk + 16t + 4j + 2a + b] viewed as [tile, h, g, chunk, t, j, a, b]; the layout is
 # [tile, chunk, (g, t) = lane, j, (b, a, h) = nibble p = h + 2a + 4b].
 _TO_LAYOUT = (0, 3, 2, 4, 5, 7, 6, 1)
 _FROM_LAYOUT = (0, 7, 2, 1, 3, 4, 6, 5)
+
+
+def _shifts(device: torch.device) -> torch.Tensor:
+    """Nibble p's bit offset, made on ``device`` (no host copy: the reference may run inside CUDA graph capture)."""
+    return 4 * torch.arange(8, device=device, dtype=torch.int32)
 
 
 def supports(k: int, group_size: int) -> str | None:
@@ -56,7 +60,7 @@ def repack_mma(q: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor, group
     pad = tiles * 16 - n
     qp = torch.nn.functional.pad(q.to(torch.int64), (0, 0, 0, pad))
     nibbles = qp.view(tiles, 2, 8, k // 64, 4, 4, 2, 2).permute(_TO_LAYOUT).reshape(tiles, k // 64, 32, 4, 8)
-    packed = (nibbles << _SHIFTS.to(q.device)).sum(-1)
+    packed = (nibbles << _shifts(q.device)).sum(-1)
     packed = torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)
     z = torch.nn.functional.pad(zeros.to(torch.uint8), (0, 0, 0, pad)).view(tiles, 16, -1).transpose(1, 2)
     s = torch.nn.functional.pad(scales.to(dtype or scales.dtype), (0, 0, 0, pad)).view(tiles, 16, -1).transpose(1, 2)
@@ -68,7 +72,7 @@ def unpack_mma(qweight: torch.Tensor, zeros: torch.Tensor, scales: torch.Tensor,
     """The layout -> (q int32 [N, K], zeros int32 [N, K/G], scales [N, K/G]): ``repack_mma``'s inverse."""
     tiles, chunks = qweight.shape[:2]
     k = 64 * chunks
-    nibbles = ((qweight[..., None] >> _SHIFTS.to(qweight.device)) & 15).view(tiles, chunks, 8, 4, 4, 2, 2, 2)
+    nibbles = ((qweight[..., None] >> _shifts(qweight.device)) & 15).view(tiles, chunks, 8, 4, 4, 2, 2, 2)
     q = nibbles.permute(_FROM_LAYOUT).reshape(tiles * 16, k)
     z = zeros.transpose(1, 2).reshape(tiles * 16, -1)[:n].to(torch.int32)
     s = scales.transpose(1, 2).reshape(tiles * 16, -1)[:n]

@@ -11,15 +11,13 @@ from __future__ import annotations
 import torch
 
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a packed int32 holds column 8c + AWQ_ORDER[i]
-_SHIFTS = torch.arange(8, dtype=torch.int32) * 4
 
 
 def unpack_awq(packed: torch.Tensor) -> torch.Tensor:
     """int32 [R, N/8] in AutoAWQ's nibble order -> int32 [R, N] of values 0..15 in column order."""
-    nibbles = (packed[..., None] >> _SHIFTS.to(packed.device)) & 15  # [R, N/8, 8]: nibble i = column AWQ_ORDER[i]
-    out = torch.empty_like(nibbles)
-    out[..., list(AWQ_ORDER)] = nibbles
-    return out.reshape(packed.shape[0], -1)
+    shifts = 4 * torch.arange(8, device=packed.device, dtype=torch.int32)  # made there: CUDA-graph capturable
+    nibbles = (packed[..., None] >> shifts) & 15  # [R, N/8, 8]: nibble i = 4a + b is column 2b + a = AWQ_ORDER[i]
+    return nibbles.view(*nibbles.shape[:-1], 2, 4).transpose(-1, -2).reshape(packed.shape[0], -1)
 
 
 def awq_dequantize_ref(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor,
