@@ -48,13 +48,14 @@ def _throughput(llm: LLM, prompts, params) -> float:
     return sum(len(o.token_ids) for o in outs) / (time.perf_counter() - t0)
 
 
-@pytest.mark.parametrize("shape, fp8", [("smollm2", False), ("llama3-8b", False), ("llama3-8b", True)])
-def bench_offline_throughput(record, tmp_path, shape, fp8):
+@pytest.mark.parametrize("shape, quant", [("smollm2", "bf16"), ("llama3-8b", "bf16"), ("llama3-8b", "fp8-block"),
+                                         ("llama3-8b", "awq")])
+def bench_offline_throughput(record, tmp_path, shape, quant):
     config = {"smollm2": SMOLLM2, "llama3-8b": LLAMA3_8B}[shape]
-    model = make_model_dir(tmp_path / shape, config, fp8)
+    model = make_model_dir(tmp_path / shape, config, quant=quant)
     llm = LLM(str(model), load_format="dummy", max_num_seqs=256, max_num_batched_tokens=8192)
     prompts, params = _workload(256, config["vocab_size"], 100, 1024, 100, 1024)
-    record("serve_offline", {"model": shape + (" fp8-block" if fp8 else " bf16"), "requests": 256,
+    record("serve_offline", {"model": f"{shape} {quant}", "requests": 256,
                              "output tok/s": f"{_throughput(llm, prompts, params):.0f}"})
 
 
