@@ -90,12 +90,9 @@ __device__ __forceinline__ void dequant_a(unsigned v, unsigned nz0, unsigned nz1
   a[3] = Op::fma2(lop3_and_or(v >> 12, 0x000f000fu, Op::kMagic), Op::kOne, nz1);
 }
 
-__device__ __forceinline__ uint4 load_x16(const void* ptr) {
-  uint4 v;
-  asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(ptr));
-  return v;
+// x is read by every warp of the grid: through the read-only cache (ld.global.nc), unlike the weights.
+__device__ __forceinline__ uint4 load_x16(const unsigned short* ptr) {
+  return __ldg(reinterpret_cast<const uint4*>(ptr));
 }
 
 // Grid: (N / 16 tiles, ceil(M / (8 MT))); WARPS warps per block split the K groups (UNROLL groups in flight per
