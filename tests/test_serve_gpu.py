@@ -51,9 +51,11 @@ def test_cuda_graph_decode_matches_eager(tiny):
 
 
 def test_gpu_engine_serves_awq_like_the_cpu_engine(tiny, tmp_path):
-    """A w4a16-rtn checkpoint (AutoAWQ layout) through the Triton W4A16 GEMM, CUDA graphs on: the CPU engine's
-    greedy tokens (fp32 on both; the Triton dot runs in tf32, so short generations)."""
+    """A w4a16-rtn checkpoint (group 64: repacked into the tensor-core layout on the GPU), CUDA graphs on: in
+    fp32, through the reference (the CUDA kernel takes 16-bit activations), the CPU engine's greedy tokens; in
+    bf16, through the CUDA kernel, captured decode steps give the eager engine's tokens."""
     from kernelkit.convert import convert
+    from kernelkit.ops.dispatch import last_used
 
     out = convert(tiny, tmp_path / "awq", "w4a16-rtn", progress=False)
     for f in tiny.iterdir():
@@ -63,7 +65,13 @@ def test_gpu_engine_serves_awq_like_the_cpu_engine(tiny, tmp_path):
     params = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
     cpu = [o.token_ids for o in LLM(out, device="cpu").generate(prompts, params)]
     gpu = LLM(out, device="cuda", dtype="fp32", gpu_memory_utilization=0.3)
+    assert gpu.engine.model.model.layers[0].self_attn.qkv_proj.w4_layout == "mma"
     assert [o.token_ids for o in gpu.generate(prompts, params)] == cpu
-    from kernelkit.ops.dispatch import last_used
-
-    assert last_used()["awq_gemm"] == "triton"
+    assert last_used()["w4a16_gemm"] == "torch"
+    del gpu
+    graphs = LLM(out, device="cuda", dtype="bf16", gpu_memory_utilization=0.3)
+    captured = [o.token_ids for o in graphs.generate(prompts, params)]
+    assert last_used()["w4a16_gemm"] == "cuda"
+    del graphs
+    eager = LLM(out, device="cuda", dtype="bf16", gpu_memory_utilization=0.3, enforce_eager=True)
+    assert [o.token_ids for o in eager.generate(prompts, params)] == captured
