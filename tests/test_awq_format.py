@@ -100,6 +100,25 @@ def test_compressed_tensors_packing_is_bit_exact(n, k, group):
     assert torch.equal(deq, awq.dequantize(q, scales, zeros, group))
 
 
+@pytest.mark.parametrize("n, k, group", SHAPES)
+def test_compressed_tensors_reads_our_pack_quantized_tensors(n, k, group):
+    """compressed-tensors' own code (its unpack_from_int32 and dequantize, as vLLM's and transformers'
+    compressed-tensors loaders run them) gives our weight back from what we write."""
+    helpers = pytest.importorskip("compressed_tensors.compressors.pack_quantized.helpers")
+    from compressed_tensors.quantization import QuantizationArgs
+    from compressed_tensors.quantization.lifecycle.forward import dequantize
+
+    w = torch.randn(n, k, generator=torch.Generator().manual_seed(n * k)) * 0.05
+    q, scales, zeros = awq.quantize(w, group)
+    packed = awq.pack_compressed_tensors(q, scales, zeros)
+    shape = torch.Size(packed["weight_shape"].tolist())
+    theirs_q = helpers.unpack_from_int32(packed["weight_packed"], 4, shape)
+    theirs_z = helpers.unpack_from_int32(packed["weight_zero_point"], 4, torch.Size([n, k // group]), packed_dim=0)
+    args = QuantizationArgs(num_bits=4, type="int", symmetric=False, strategy="group", group_size=group)
+    theirs = dequantize(theirs_q, packed["weight_scale"].float(), theirs_z, args)
+    assert torch.equal(theirs, awq.dequantize(q, scales.to(torch.bfloat16).float(), zeros, group))
+
+
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="multiple of the group size 128"):
         awq.quantize(torch.randn(64, 576), 128)
