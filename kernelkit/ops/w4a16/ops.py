@@ -82,17 +82,21 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
 GEMV_MAX_M = 64
 
 
+def _group_size(qweight, scales) -> int:
+    return 64 * qweight.shape[1] // max(1, scales.shape[1])
+
+
 def _cuda_unsupported(x, qweight, zeros, scales, n):
     from kernelkit.ops.w4a16 import cuda_impl
 
-    return cuda_impl.unsupported(x, scales, 64 * qweight.shape[1] // max(1, scales.shape[1]))
+    return cuda_impl.unsupported(x, scales, _group_size(qweight, scales))
 
 
 def _cuda_gemm(x, qweight, zeros, scales, n):
     from kernelkit.ops.w4a16 import cuda_impl
 
     if x.shape[0] <= GEMV_MAX_M:
-        return cuda_impl.gemm(x, qweight, zeros, scales, n, x.shape[1] // scales.shape[1])
+        return cuda_impl.gemm(x, qweight, zeros, scales, n, _group_size(qweight, scales))
     return x @ cuda_impl.dequantize(qweight, zeros, scales, n).t()
 
 

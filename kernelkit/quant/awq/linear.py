@@ -84,6 +84,10 @@ class AwqLinearMethod(LinearMethod):
                partitioned_loader(output_partition_sizes, dim=1))
 
     def process_weights_after_loading(self, layer):
+        if mma_layout.supports(layer.input_size, self.group_size) is not None:  # the checkpoint's layout stays
+            layer.scales.data = layer.scales.data.to(layer.params_dtype)
+            layer.w4_layout = "autoawq"
+            return
         q, scales, zeros = unpack_autoawq(layer.qweight.data, layer.qzeros.data, layer.scales.data)
         _repack(layer, q, scales, zeros, self.group_size)
 
