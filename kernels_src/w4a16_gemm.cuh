@@ -199,6 +199,163 @@ __global__ void __launch_bounds__(WARPS * 32) w4a16_mma_gemm_kernel(
   }
 }
 
+// cp.async of 16 bytes from global into shared memory, cached in L2 only (.cg).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+constexpr unsigned kNegZero2 = 0x80008000u;  // -0.0 in both halves: fma2(a, b, -0) = a * b, once rounded
+
+// The pipelined kernel: a block of TN x KS warps covers TN * NT tiles of 16 output rows and 8 MT tokens; warp
+// (tn, ks) takes the block's tiles tn * NT .. + NT - 1 and every KS-th chunk of 64 k from ks. Each step moves
+// KS chunks of the block's weights, scales, zeros and x through a STAGES-deep cp.async ring in shared memory
+// (one __syncthreads per step); x, shared by the TN warps of a k-slice, is stored with its 16-byte units
+// XOR-swizzled by the token row so that the B-fragment loads are free of bank conflicts. A = (q - z) * s is
+// rounded once to T (as Marlin does, and as the dequantize + cuBLAS path does), so the tensor cores'
+// fp32 sums need no per-group rescaling; the KS partial sums are added in shared memory, in a fixed order.
+// Grid: (ceil(tiles / (TN NT)), ceil(M / (8 MT))); dynamic shared memory: PipeShape::kBytes.
+template <int TN, int KS, int NT, int MT, int STAGES>
+struct PipeShape {
+  static constexpr int kWarps = TN * KS, kThreads = 32 * kWarps, kRows = 8 * MT;
+  static constexpr int kW = KS * TN * NT * 32;  // uint4 of weights per stage
+  static constexpr int kSZ = KS * TN * NT * 3;  // uint4 of scales (2) and zeros (1) per stage
+  static constexpr int kX = KS * kRows * 8;     // uint4 of x per stage
+  static constexpr int kStage = kW + kSZ + kX;
+  static constexpr int kRed = KS > 1 ? kWarps * NT * MT * 4 * 32 * 4 / 16 : 0;  // uint4 of fp32 partials
+  static constexpr int kBytes = 16 * (STAGES * kStage > kRed ? STAGES * kStage : kRed);
+};
+
+template <typename T, int TN, int KS, int NT, int MT, int STAGES>
+__global__ void __launch_bounds__(TN * KS * 32) w4a16_mma_pipe_kernel(
+    const uint4* __restrict__ qweight, const unsigned short* __restrict__ scales,
+    const unsigned char* __restrict__ zeros, const unsigned short* __restrict__ x, unsigned short* __restrict__ y,
+    int M, int N, int K, int G, long long x_stride, long long y_stride) {
+  using S = PipeShape<TN, KS, NT, MT, STAGES>;
+  using Op = W4Ops<T>;
+  static_assert(STAGES >= 2, "the ring needs two stages");
+  extern __shared__ uint4 smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int tn = warp % TN, ks = warp / TN;
+  const int tiles = (N + 15) / 16, chunks = K / 64, groups = K / G, cpg = G / 64;
+  const int steps = (chunks + KS - 1) / KS;
+  const int tile0 = (blockIdx.x * TN + tn) * NT;
+  const int m0 = blockIdx.y * S::kRows;
+  const int slot = ks * TN + tn;  // this warp's weights and scales within a stage
+
+  auto load_stage = [&](int step, int buf) {
+    uint4* base = smem + buf * S::kStage;
+    const int c = step * KS + ks;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const int tile = tile0 + nt;
+      if (tile < tiles && c < chunks) {
+        cp_async16(base + (slot * NT + nt) * 32 + lane, qweight + (static_cast<long long>(tile) * chunks + c) * 32 + lane);
+        if (lane < 3) {
+          const long long sz = static_cast<long long>(tile) * groups + c / cpg;
+          const void* src = lane < 2 ? static_cast<const void*>(scales + sz * 16 + 8 * lane)
+                                     : static_cast<const void*>(zeros + sz * 16);
+          cp_async16(base + S::kW + (slot * NT + nt) * 3 + lane, src);
+        }
+      }
+    }
+    uint4* xs = base + S::kW + S::kSZ;
+    for (int u = threadIdx.x; u < S::kX; u += S::kThreads) {
+      const int kk = u / (S::kRows * 8), r = (u >> 3) % S::kRows, col = u & 7;
+      const int cc = step * KS + kk, m = m0 + r;
+      if (cc < chunks && m < M)  // rows past M stay stale: they only feed outputs that are not stored
+        cp_async16(xs + (kk * S::kRows + r) * 8 + (col ^ (r & 7)), x + m * x_stride + cc * 64 + col * 8);
+    }
+  };
+
+  float acc[NT][MT][4];
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int i = 0; i < MT; ++i) acc[nt][i][0] = acc[nt][i][1] = acc[nt][i][2] = acc[nt][i][3] = 0.0f;
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < steps) load_stage(s, s);
+    cp_async_commit();
+  }
+  for (int step = 0; step < steps; ++step) {
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();  // stage `step` is visible to all; every warp is done with the buffer refilled below
+    if (step + STAGES - 1 < steps) load_stage(step + STAGES - 1, (step + STAGES - 1) % STAGES);
+    cp_async_commit();
+    if (step * KS + ks >= chunks) continue;
+    const uint4* base = smem + (step % STAGES) * S::kStage;
+    unsigned a[NT][4][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      const uint4 wv = base[(slot * NT + nt) * 32 + lane];
+      const uint4* szp = base + S::kW + (slot * NT + nt) * 3;
+      const unsigned short* sc = reinterpret_cast<const unsigned short*>(szp);
+      const unsigned char* zc = reinterpret_cast<const unsigned char*>(szp + 2);
+      const unsigned nz0 = neg_biased_zero<T>(zc[g]), nz1 = neg_biased_zero<T>(zc[g + 8]);
+      const unsigned s0 = unsigned{sc[g]} * 0x10001u, s1 = unsigned{sc[g + 8]} * 0x10001u;
+      const unsigned w[4] = {wv.x, wv.y, wv.z, wv.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        dequant_a<T>(w[j], nz0, nz1, a[nt][j]);
+        a[nt][j][0] = Op::fma2(a[nt][j][0], s0, kNegZero2);
+        a[nt][j][1] = Op::fma2(a[nt][j][1], s1, kNegZero2);
+        a[nt][j][2] = Op::fma2(a[nt][j][2], s0, kNegZero2);
+        a[nt][j][3] = Op::fma2(a[nt][j][3], s1, kNegZero2);
+      }
+    }
+    const uint4* xb = base + S::kW + S::kSZ + ks * S::kRows * 8;
+#pragma unroll
+    for (int i = 0; i < MT; ++i) {
+      const uint4 lo = xb[(8 * i + g) * 8 + ((2 * t) ^ g)];
+      const uint4 hi = xb[(8 * i + g) * 8 + ((2 * t + 1) ^ g)];
+      const unsigned xs[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) Op::mma(acc[nt][i], a[nt][j], xs[2 * j], xs[2 * j + 1]);
+    }
+  }
+
+  if constexpr (KS == 1) {  // C fragment: rows (features) g, g + 8; columns (tokens) 2t, 2t + 1
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int n = (tile0 + nt) * 16 + g + 8 * (r >> 1), m = m0 + 8 * i + 2 * t + (r & 1);
+          if (n < N && m < M) y[m * y_stride + n] = Op::from_float(acc[nt][i][r]);
+        }
+  } else {
+    cp_async_wait<0>();
+    __syncthreads();
+    float* red = reinterpret_cast<float*>(smem);  // [KS][TN][NT][MT * 4][32]
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) red[((slot * NT + nt) * MT * 4 + i * 4 + r) * 32 + lane] = acc[nt][i][r];
+    __syncthreads();
+    constexpr int kOut = TN * NT * MT * 4 * 32;
+    for (int idx = threadIdx.x; idx < kOut; idx += S::kThreads) {
+      float sum = 0.0f;
+#pragma unroll
+      for (int k2 = 0; k2 < KS; ++k2) sum += red[k2 * kOut + idx];
+      const int l = idx & 31, ir = (idx >> 5) % (MT * 4), tnt = idx / (MT * 4 * 32);
+      // tnt = tn' * NT + nt': the block's tile index
+      const int n = (blockIdx.x * TN * NT + tnt) * 16 + (l >> 2) + 8 * ((ir & 3) >> 1);
+      const int m = m0 + 8 * (ir >> 2) + 2 * (l & 3) + (ir & 1);
+      if (n < N && m < M) y[m * y_stride + n] = Op::from_float(sum);
+    }
+  }
+}
+
 // W [N, K] in T (as (q - z) * s in fp32, rounded once) from the layout: one thread per uint4.
 template <typename T>
 __global__ void __launch_bounds__(256) w4a16_mma_dequant_kernel(
