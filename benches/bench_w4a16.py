@@ -16,7 +16,7 @@ from kernelkit.ops.w4a16.ops import GEMV_MAX_M, awq_gemm, w4a16_gemm
 from kernelkit.quant.awq.format import pack_autoawq, quantize
 
 pytestmark = pytest.mark.gpu
-MS = (1, 16, 64, 128, 256, 4096)
+MS = (1, 16, 64, 128, 4096)
 NKS = ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (14336, 4096))
 GROUP = 128
 
@@ -24,17 +24,6 @@ GROUP = 128
 def _sweep(m: int) -> list[tuple[int, int, int]]:
     """(WARPS, MT, UNROLL) launch configs of the tensor-core kernel."""
     return [(w, mt, u) for w in (4, 8) for mt in ((1, 2) if m <= 8 else (2,)) for u in (1, 2, 4)]
-
-
-# (TN, KS, NT, MT, STAGES) of the pipelined kernel, per M: warps along N and K, 16-row tiles per warp, 8-token
-# tiles, cp.async stages
-PIPE_SWEEP = {
-    1: [(1, 4, 1, 1, 4), (1, 8, 1, 1, 4), (2, 4, 1, 1, 4), (2, 2, 1, 1, 4), (1, 8, 1, 1, 8), (2, 4, 1, 1, 8)],
-    16: [(1, 8, 1, 2, 4), (2, 4, 1, 2, 4), (4, 2, 1, 2, 4), (4, 2, 2, 2, 4), (2, 4, 1, 1, 4)],
-    64: [(4, 2, 1, 8, 4), (2, 2, 2, 8, 4), (4, 2, 2, 8, 4), (4, 2, 1, 4, 4), (4, 1, 2, 4, 4), (8, 1, 1, 8, 4)],
-    128: [(4, 1, 1, 16, 4), (8, 1, 1, 16, 4), (4, 2, 1, 16, 4), (8, 1, 2, 8, 4), (4, 1, 2, 8, 4), (4, 2, 1, 8, 4)],
-}
-PIPE_SWEEP[256] = PIPE_SWEEP[128]
 
 
 def _operands(m, n, k):
@@ -78,19 +67,11 @@ def bench_awq_gemm(record, m, n, k):
             if t < best:
                 best, best_cfg = t, cfg
         row["tensor-core kernel, best (warps, mt, unroll)"] = f"{best * 1e3:.1f} µs = {bf16 / best:.2f}x {best_cfg}"
-    if m in PIPE_SWEEP:
-        best, best_cfg = float("inf"), None
-        for cfg in PIPE_SWEEP[m]:
-            t = median_ms(lambda x, qw, qz, s, w, mma, cfg=cfg: cuda_impl.pipe_gemm(x, *mma, n, cfg), sets)
-            if t < best:
-                best, best_cfg = t, cfg
-        row["pipelined kernel, best (tn, ks, nt, mt, stages)"] = f"{best * 1e3:.1f} µs = {bf16 / best:.2f}x {best_cfg}"
     if m >= 64:
         deq = median_ms(lambda x, qw, qz, s, w, mma: x @ cuda_impl.dequantize(*mma, n).t(), sets)
         row["dequantize + cuBLAS"] = f"{deq * 1e3:.1f} µs = {bf16 / deq:.2f}x"
-    if m != 256:
-        tri = median_ms(lambda x, qw, qz, s, w, mma: awq_gemm(x, qw, qz, s, GROUP), sets)
-        row["Triton awq_gemm"] = f"{tri * 1e3:.1f} µs = {bf16 / tri:.2f}x"
+    tri = median_ms(lambda x, qw, qz, s, w, mma: awq_gemm(x, qw, qz, s, GROUP), sets)
+    row["Triton awq_gemm"] = f"{tri * 1e3:.1f} µs = {bf16 / tri:.2f}x"
     try:
         packs = [_int4pack(w) for *_, w, _mma in sets]
         pairs = [(x, p, sz) for (x, *_), (p, sz) in zip(sets, packs, strict=True)]

@@ -5,8 +5,6 @@
 //   qweight: int32 [N / 16 (rounded up), K / 64, 32, 4], the layout of w4a16_gemm.cuh
 //   scales:  [N / 16 (rounded up), K / G, 16] T;  zeros: uint8, same shape
 //   y:       [M, N] T, last dim contiguous
-// `kk::w4a16_mma_pipe<T, TN, KS, NT, MT, STAGES>` as `run(x, qweight, scales, zeros, y)`: the same product
-//   through the pipelined kernel (any G that is a multiple of 64 and divides K).
 // `kk::w4a16_mma_dequant<T>` as `run(qweight, scales, zeros, w)`: w [N, K] T, contiguous.
 // Both launch on torch's current stream.
 #include <cuda_runtime.h>
@@ -67,45 +65,6 @@ void w4a16_mma_gemm(tvm::ffi::TensorView x, tvm::ffi::TensorView qweight, tvm::f
       data<const unsigned short>(x), data<unsigned short>(y), static_cast<int>(M), static_cast<int>(N),
       static_cast<int>(K), x.stride(0), y.stride(0));
   check_cuda(cudaGetLastError(), "w4a16_mma_gemm launch");
-}
-
-template <typename T, int TN, int KS, int NT, int MT, int STAGES>
-void w4a16_mma_pipe(tvm::ffi::TensorView x, tvm::ffi::TensorView qweight, tvm::ffi::TensorView scales,
-                    tvm::ffi::TensorView zeros, tvm::ffi::TensorView y) {
-  TVM_FFI_ICHECK(x.ndim() == 2 && y.ndim() == 2) << "x and y must be 2-D";
-  TVM_FFI_ICHECK(x.device().device_type == kDLCUDA) << "x must be on a CUDA device";
-  TVM_FFI_ICHECK(same_dtype(x.dtype(), dl_dtype<T>()) && same_dtype(y.dtype(), dl_dtype<T>()))
-      << "x and y have the wrong dtype for this specialization";
-  const int64_t M = x.size(0), K = x.size(1), N = y.size(1);
-  TVM_FFI_ICHECK(scales.ndim() == 3 && scales.size(1) > 0) << "scales must be [N / 16, K / G, 16]";
-  const int64_t G = K / scales.size(1);
-  check_w4_layout<T>(qweight, scales, zeros, N, K, G);
-  TVM_FFI_ICHECK(reinterpret_cast<uintptr_t>(data<const void>(scales)) % 16 == 0 &&
-                 reinterpret_cast<uintptr_t>(data<const void>(zeros)) % 16 == 0)
-      << "scales and zeros must be 16-byte aligned";
-  TVM_FFI_ICHECK(y.size(0) == M && y.stride(1) == 1) << "y must be [M, N] with contiguous rows";
-  TVM_FFI_ICHECK(x.stride(1) == 1 && reinterpret_cast<uintptr_t>(data<const T>(x)) % 16 == 0 &&
-                 ((x.stride(0) * static_cast<int64_t>(sizeof(T))) % 16 == 0 || M <= 1))
-      << "x rows must be contiguous and 16-byte aligned";
-  TVM_FFI_ICHECK(M < (int64_t{1} << 31) / 16 && N < (int64_t{1} << 31) && K < (int64_t{1} << 31) &&
-                 M * y.stride(0) < (int64_t{1} << 31))
-      << "sizes beyond the kernel's 32-bit output indexing";
-  if (M == 0 || N == 0) return;
-  tvm::ffi::CUDADeviceGuard guard(x.device().device_id);
-  auto stream = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kDLCUDA, x.device().device_id));
-  using S = PipeShape<TN, KS, NT, MT, STAGES>;
-  auto kernel = w4a16_mma_pipe_kernel<T, TN, KS, NT, MT, STAGES>;
-  if (S::kBytes > 48 * 1024)
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, S::kBytes),
-               "w4a16_mma_pipe shared memory");
-  const int64_t tiles = (N + 15) / 16;
-  const dim3 grid(static_cast<unsigned>((tiles + TN * NT - 1) / (TN * NT)),
-                  static_cast<unsigned>((M + S::kRows - 1) / S::kRows));
-  kernel<<<grid, S::kThreads, S::kBytes, stream>>>(
-      data<const uint4>(qweight), data<const unsigned short>(scales), data<const unsigned char>(zeros),
-      data<const unsigned short>(x), data<unsigned short>(y), static_cast<int>(M), static_cast<int>(N),
-      static_cast<int>(K), static_cast<int>(G), x.stride(0), y.stride(0));
-  check_cuda(cudaGetLastError(), "w4a16_mma_pipe launch");
 }
 
 template <typename T>

@@ -52,12 +52,6 @@ from kernelkit.ops.w4a16 import cuda_impl as w4
 specs += [w4.gemm_spec(d, g, *c) for d in (torch.bfloat16, torch.float16) for g in w4.GROUPS for c in w4.launch_configs(g)]
 specs += [w4.gemm_spec(torch.bfloat16, 128, w, mt, u) for w in (4, 8) for mt in (1, 2) for u in (1, 2, 4)]
 specs += [w4.dequant_spec(d) for d in (torch.bfloat16, torch.float16)]
-import sys
-sys.path[:0] = ["benches", "tests"]
-from bench_w4a16 import PIPE_SWEEP
-from test_w4a16_mma import PIPE_CONFIGS
-specs += [w4.pipe_spec(torch.bfloat16, *c) for cs in PIPE_SWEEP.values() for c in cs]
-specs += [w4.pipe_spec(d, *c) for d in (torch.bfloat16, torch.float16) for c in PIPE_CONFIGS]
 specs = list(dict.fromkeys(specs))
 t0 = time.time()
 with ThreadPoolExecutor(16) as pool:

@@ -38,21 +38,6 @@ def gemm_spec(dtype: torch.dtype, group_size: int, warps: int, mt: int, unroll: 
                       (_T[dtype], str(group_size), str(warps), str(mt), str(unroll)))
 
 
-def pipe_spec(dtype: torch.dtype, tn: int, ks: int, nt: int, mt: int, stages: int) -> KernelSpec:
-    return KernelSpec("w4a16_mma_pipe", "tvm_ffi", "w4a16_gemm.cu", "kk::w4a16_mma_pipe",
-                      (_T[dtype], str(tn), str(ks), str(nt), str(mt), str(stages)))
-
-
-def pipe_gemm(x: torch.Tensor, qweight, zeros, scales, n: int, config: tuple[int, int, int, int, int]) -> torch.Tensor:
-    """y [M, N] through the pipelined kernel with config (TN, KS, NT, MT, STAGES)."""
-    m, k = x.shape
-    if x.stride(-1) != 1 or x.data_ptr() % 16 or (m > 1 and (x.stride(0) * x.element_size()) % 16):
-        x = x.contiguous()
-    y = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    load(pipe_spec(x.dtype, *config))(x, qweight, scales, zeros, y)
-    return y
-
-
 def dequant_spec(dtype: torch.dtype) -> KernelSpec:
     return KernelSpec("w4a16_mma_dequant", "tvm_ffi", "w4a16_gemm.cu", "kk::w4a16_mma_dequant", (_T[dtype],))
 
