@@ -38,7 +38,7 @@ python3 -m kernelkit info 2>&1 | tee "$OUT/info.txt" | tail -n 25
 
 prebuild() {  # every tvm-ffi specialization the GPU tests use, 16 nvcc jobs at a time
   python3 - <<'PY'
-import itertools, time
+import itertools, sys, time
 from concurrent.futures import ThreadPoolExecutor
 import torch
 from kernelkit.jit import current_target, ensure_built
@@ -50,7 +50,11 @@ specs += [cuda_impl.spec("tvm_ffi", torch.bfloat16, torch.float8_e4m3fn, 128, Fa
 specs += [cuda_impl.spec("tvm_ffi", torch.float32, torch.int8, 64, False, u) for u in (1, 2, 4)]
 from kernelkit.ops.w4a16 import cuda_impl as w4
 specs += [w4.gemm_spec(d, g, *c) for d in (torch.bfloat16, torch.float16) for g in w4.GROUPS for c in w4.launch_configs(g)]
-specs += [w4.gemm_spec(torch.bfloat16, 128, w, mt, u) for w in (4, 8) for mt in (1, 2) for u in (1, 2, 4)]
+sys.path[:0] = ["benches", "tests"]
+from bench_w4a16 import _sweep
+from test_w4a16_mma import LAUNCH_CONFIGS
+specs += [w4.gemm_spec(torch.bfloat16, 128, *c) for m in (1, 16) for c in _sweep(m)]
+specs += [w4.gemm_spec(torch.bfloat16, 128, *c) for c in LAUNCH_CONFIGS]
 specs += [w4.dequant_spec(d) for d in (torch.bfloat16, torch.float16)]
 specs = list(dict.fromkeys(specs))
 t0 = time.time()

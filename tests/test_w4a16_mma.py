@@ -107,13 +107,17 @@ def test_cuda_gemm_matches_reference(dtype, n, k, group, m):
         _tolerance_check(y.float(), x, packed, n)
 
 
+LAUNCH_CONFIGS = [(4, 1, 1, 0, False, 1), (8, 1, 4, 1, True, 4), (4, 2, 2, 2, False, 8), (8, 2, 1, 1, True, 1),
+                  (4, 1, 2, 0, True, 8), (8, 2, 4, 2, True, 4)]
+
+
 @pytest.mark.gpu
 @needs_gpu
-@pytest.mark.parametrize("config", [(4, 1, 1), (8, 1, 4), (4, 2, 2), (8, 2, 1), (4, 1, 2)])
+@pytest.mark.parametrize("config", LAUNCH_CONFIGS)
 def test_every_launch_config_computes_the_same(config):
     from kernelkit.ops.w4a16 import cuda_impl
 
-    n, k = 136, 2048
+    n, k = 136, 16000  # 125 groups: the L2 prefetch (PF) runs, and ends on a partial iteration
     packed = _gpu_case(n, k, 128, torch.bfloat16, seed=1)
     x = torch.randn(11, k, device="cuda").to(torch.bfloat16)
     _tolerance_check(cuda_impl.gemm(x, *packed, n, 128, config).float(), x, packed, n)
