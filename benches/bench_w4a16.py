@@ -21,11 +21,9 @@ NKS = ((6144, 4096), (4096, 4096), (28672, 4096), (4096, 14336), (14336, 4096))
 GROUP = 128
 
 
-def _sweep(m: int) -> list[tuple[int, int, int, int, bool, int]]:
-    """(WARPS, MT, UNROLL, PF, XLATE, MINB) launch configs of the tensor-core kernel; MINB 24 / WARPS caps the
-    registers at 80."""
-    return [(w, mt, u, pf, xl, minb) for w in (4, 8) for mt in ((1, 2) if m <= 8 else (2,)) for u in (2, 4)
-            for pf in (0, 2) for xl, minb in ((False, 1), (False, 24 // w), (True, 24 // w))]
+def _sweep(m: int) -> list[tuple[int, int, int, int]]:
+    """(WARPS, MT, UNROLL, PF) launch configs of the tensor-core kernel."""
+    return [(w, mt, u, pf) for w in (4, 8) for mt in ((1, 2) if m <= 8 else (2,)) for u in (2, 4) for pf in (0, 2)]
 
 
 def _operands(m, n, k):
@@ -68,7 +66,7 @@ def bench_awq_gemm(record, m, n, k):
             t = median_ms(lambda x, qw, qz, s, w, mma, cfg=cfg: cuda_impl.gemm(x, *mma, n, GROUP, cfg), sets)
             if t < best:
                 best, best_cfg = t, cfg
-        row["tensor-core kernel, best (warps, mt, unroll, pf, xlate, minb)"] = f"{best * 1e3:.1f} µs = {bf16 / best:.2f}x {best_cfg}"
+        row["tensor-core kernel, best (warps, mt, unroll, pf)"] = f"{best * 1e3:.1f} µs = {bf16 / best:.2f}x {best_cfg}"
     if m >= 64:
         deq = median_ms(lambda x, qw, qz, s, w, mma: x @ cuda_impl.dequantize(*mma, n).t(), sets)
         row["dequantize + cuBLAS"] = f"{deq * 1e3:.1f} µs = {bf16 / deq:.2f}x"

@@ -1,12 +1,11 @@
 // Host launchers of the W4A16 kernels in w4a16_gemm.cuh, exported through apache-tvm-ffi.
 //
-// `kk::w4a16_mma_gemm<T, G, WARPS, MT, UNROLL, PF, XLATE, MINB>` as `run(x, qweight, scales, zeros, y)`:
+// `kk::w4a16_mma_gemm<T, G, WARPS, MT, UNROLL, PF>` as `run(x, qweight, scales, zeros, y)`:
 //   x:       [M, K] T (bf16 or fp16), last dim contiguous, rows 16-byte aligned
 //   qweight: int32 [N / 16 (rounded up), K / 64, 32, 4], the layout of w4a16_gemm.cuh
 //   scales:  [N / 16 (rounded up), K / G, 16] T;  zeros: uint8, same shape
 //   y:       [M, N] T, last dim contiguous
-//   PF: how many iterations ahead each warp prefetches its weights into L2 (0: none); XLATE: x loaded per mma
-//   step instead of with the weights; MINB: blocks per SM the registers must allow
+//   PF: how many iterations ahead each warp prefetches its weights into L2 (0: none)
 // `kk::w4a16_mma_dequant<T>` as `run(qweight, scales, zeros, w)`: w [N, K] T, contiguous.
 // Both launch on torch's current stream.
 #include <cuda_runtime.h>
@@ -45,7 +44,7 @@ void check_w4_layout(tvm::ffi::TensorView qweight, tvm::ffi::TensorView scales, 
       << "qweight, scales and zeros must be 16-byte aligned";
 }
 
-template <typename T, int G, int WARPS, int MT, int UNROLL, int PF, bool XLATE, int MINB>
+template <typename T, int G, int WARPS, int MT, int UNROLL, int PF>
 void w4a16_mma_gemm(tvm::ffi::TensorView x, tvm::ffi::TensorView qweight, tvm::ffi::TensorView scales,
                     tvm::ffi::TensorView zeros, tvm::ffi::TensorView y) {
   TVM_FFI_ICHECK(x.ndim() == 2 && y.ndim() == 2) << "x and y must be 2-D";
@@ -65,7 +64,7 @@ void w4a16_mma_gemm(tvm::ffi::TensorView x, tvm::ffi::TensorView qweight, tvm::f
   tvm::ffi::CUDADeviceGuard guard(x.device().device_id);
   auto stream = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kDLCUDA, x.device().device_id));
   const dim3 grid(static_cast<unsigned>((N + 15) / 16), static_cast<unsigned>((M + 8 * MT - 1) / (8 * MT)));
-  w4a16_mma_gemm_kernel<T, G, WARPS, MT, UNROLL, PF, XLATE, MINB><<<grid, WARPS * 32, 0, stream>>>(
+  w4a16_mma_gemm_kernel<T, G, WARPS, MT, UNROLL, PF><<<grid, WARPS * 32, 0, stream>>>(
       data<const uint4>(qweight), data<const unsigned short>(scales), data<const unsigned char>(zeros),
       data<const unsigned short>(x), data<unsigned short>(y), static_cast<int>(M), static_cast<int>(N),
       static_cast<int>(K), x.stride(0), y.stride(0));

@@ -95,17 +95,6 @@ __device__ __forceinline__ uint4 load_x16(const unsigned short* ptr) {
   return __ldg(reinterpret_cast<const uint4*>(ptr));
 }
 
-// Token tile i's B fragments of one chunk (k offset `k0`): 16 consecutive x values of token g per lane.
-template <int MT, int CHUNKS>
-__device__ __forceinline__ void load_x_chunk(uint4 (&b)[MT][CHUNKS][2], const unsigned short* const (&xr)[MT],
-                                             const bool (&xv)[MT], bool ok, int k0, int c) {
-#pragma unroll
-  for (int i = 0; i < MT; ++i) {
-    b[i][c][0] = ok && xv[i] ? load_x16(xr[i] + k0) : make_uint4(0, 0, 0, 0);
-    b[i][c][1] = ok && xv[i] ? load_x16(xr[i] + k0 + 8) : make_uint4(0, 0, 0, 0);
-  }
-}
-
 // Bring `bytes` (a multiple of 16) at a 16-byte aligned address into L2 ahead of its loads.
 __device__ __forceinline__ void prefetch_l2(const void* ptr, unsigned bytes) {
 #if __CUDA_ARCH__ >= 900
@@ -120,12 +109,9 @@ __device__ __forceinline__ void prefetch_l2(const void* ptr, unsigned bytes) {
 // warp) and add their partial sums in shared memory, in a fixed order (deterministic). A warp's loads of one
 // iteration are issued together and then consumed, so between them it has no DRAM read in flight; with PF > 0
 // one lane first asks L2 for the weights, scales and zeros of the iteration PF ahead (one bulk prefetch each),
-// so that those loads find them in L2. With XLATE the x fragments (from L1: every warp of the block reads the
-// same x) are loaded right before their mma steps instead of with the weights: 8 registers per token tile
-// instead of 8 UNROLL CHUNKS, hence more resident warps; MINB asks the compiler for registers enough for MINB
-// resident blocks per SM.
-template <typename T, int G, int WARPS, int MT, int UNROLL, int PF, bool XLATE, int MINB>
-__global__ void __launch_bounds__(WARPS * 32, MINB) w4a16_mma_gemm_kernel(
+// so that those loads find them in L2.
+template <typename T, int G, int WARPS, int MT, int UNROLL, int PF>
+__global__ void __launch_bounds__(WARPS * 32) w4a16_mma_gemm_kernel(
     const uint4* __restrict__ qweight, const unsigned short* __restrict__ scales,
     const unsigned char* __restrict__ zeros, const unsigned short* __restrict__ x, unsigned short* __restrict__ y,
     int M, int N, int K, long long x_stride, long long y_stride) {
@@ -163,7 +149,7 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) w4a16_mma_gemm_kernel(
       }
     }
     uint4 a[UNROLL][CHUNKS];
-    uint4 b[XLATE ? 1 : UNROLL][MT][CHUNKS][2];
+    uint4 b[UNROLL][MT][CHUNKS][2];
     unsigned char z[UNROLL][2];
     unsigned short s[UNROLL][2];
 #pragma unroll
@@ -173,7 +159,12 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) w4a16_mma_gemm_kernel(
 #pragma unroll
       for (int c = 0; c < CHUNKS; ++c) {
         a[u][c] = ok ? load_streaming(qt + static_cast<long long>(gi * CHUNKS + c) * 32) : make_uint4(0, 0, 0, 0);
-        if constexpr (!XLATE) load_x_chunk<MT>(b[u], xr, xv, ok, (gi * CHUNKS + c) * 64, c);
+#pragma unroll
+        for (int i = 0; i < MT; ++i) {
+          const unsigned short* p = xr[i] + (gi * CHUNKS + c) * 64;
+          b[u][i][c][0] = ok && xv[i] ? load_x16(p) : make_uint4(0, 0, 0, 0);
+          b[u][i][c][1] = ok && xv[i] ? load_x16(p + 8) : make_uint4(0, 0, 0, 0);
+        }
       }
       z[u][0] = ok ? zt[gi * 16 + g] : 0;
       z[u][1] = ok ? zt[gi * 16 + g + 8] : 0;
@@ -182,10 +173,6 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) w4a16_mma_gemm_kernel(
     }
 #pragma unroll
     for (int u = 0; u < UNROLL; ++u) {
-      if constexpr (XLATE) {
-#pragma unroll
-        for (int c = 0; c < CHUNKS; ++c) load_x_chunk<MT>(b[0], xr, xv, g0 + u < groups, ((g0 + u) * CHUNKS + c) * 64, c);
-      }
       const unsigned nz0 = neg_biased_zero<T>(z[u][0]), nz1 = neg_biased_zero<T>(z[u][1]);
       float part[MT][4];
 #pragma unroll
@@ -199,8 +186,8 @@ __global__ void __launch_bounds__(WARPS * 32, MINB) w4a16_mma_gemm_kernel(
           dequant_a<T>(w[j], nz0, nz1, regs);
 #pragma unroll
           for (int i = 0; i < MT; ++i) {
-            const uint4& lo = b[XLATE ? 0 : u][i][c][0];
-            const uint4& hi = b[XLATE ? 0 : u][i][c][1];
+            const uint4& lo = b[u][i][c][0];
+            const uint4& hi = b[u][i][c][1];
             const unsigned xs[8] = {lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w};
             Op::mma(part[i], regs, xs[2 * j], xs[2 * j + 1]);
           }

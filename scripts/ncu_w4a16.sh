@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Nsight Compute sections of the W4A16 tensor-core kernel on the GPU machine (through the device tool, .whl
-# carried): scripts/ncu_w4a16.sh M,N,K,WARPS,MT,UNROLL,PF,XLATE,MINB ...; the reports go to $OUT.
+# carried): scripts/ncu_w4a16.sh M,N,K,WARPS,MT,UNROLL,PF ...; the reports go to $OUT.
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl 2>&1 | grep -v WARNING
 export PYTHONPATH=/tmp/site:$PWD KERNELKIT_CACHE_DIR=/tmp/kk-cache

@@ -1,5 +1,5 @@
 """Run the W4A16 tensor-core kernel a few times per shape and config, for Nsight Compute
-(scripts/ncu_w4a16.sh): arguments M,N,K,WARPS,MT,UNROLL,PF,XLATE (0 or 1),MINB (random weights, group 128, bf16)."""
+(scripts/ncu_w4a16.sh): arguments M,N,K,WARPS,MT,UNROLL,PF (random weights, group 128, bf16)."""
 import sys
 
 import torch
@@ -13,5 +13,5 @@ for arg in sys.argv[1:]:
     packed = mma_layout.repack_mma(q, zeros, scales, 128, torch.bfloat16)
     x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
     for _ in range(3):
-        cuda_impl.gemm(x, *packed, n, 128, (*cfg[:4], bool(cfg[4]), cfg[5]))
+        cuda_impl.gemm(x, *packed, n, 128, tuple(cfg))
     torch.cuda.synchronize()

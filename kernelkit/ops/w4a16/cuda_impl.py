@@ -14,31 +14,29 @@ _T = {torch.bfloat16: "kk::bf16_t", torch.float16: "kk::fp16_t"}
 GROUPS = (64, 128, 256)
 
 
-def launch_config(m: int, n: int, k: int, group_size: int) -> tuple[int, int, int, int, bool, int]:
-    """(WARPS, MT, UNROLL, PF, XLATE, MINB): warps per block splitting K, 8-token tiles per block, groups in
-    flight per warp, iterations prefetched ahead into L2, x loaded per mma step, blocks per SM to fit. From the H200 sweep of benches/bench_w4a16.py (RESULTS.md): 8 warps
-    with 8 chunks of 64 k in flight each up to N = 8192, 4 warps with 4 chunks above (more blocks, fewer
-    registers)."""
+def launch_config(m: int, n: int, k: int, group_size: int) -> tuple[int, int, int, int]:
+    """(WARPS, MT, UNROLL, PF): warps per block splitting K, 8-token tiles per block, groups in flight per warp,
+    iterations each warp prefetches ahead into L2. From the H200 sweeps of benches/bench_w4a16.py (RESULTS.md):
+    8 chunks of 64 k in flight per warp, 8 warps per block for N <= 8192 up to 16 tokens, 4 otherwise (more
+    blocks), and the L2 prefetch two iterations ahead."""
     mt = 1 if m <= 8 else 2
-    warps = 8 if n <= 8192 else 4
-    unroll = _unroll(group_size, warps)
-    return warps, mt, unroll if k // group_size >= warps * unroll else 1, 0, False, 1
+    warps = 8 if n <= 8192 and m <= 16 else 4
+    unroll = _unroll(group_size)
+    return warps, mt, unroll if k // group_size >= warps * unroll else 1, 2
 
 
-def _unroll(group_size: int, warps: int) -> int:
-    return max(1, (8 if warps == 8 else 4) * 64 // group_size)
+def _unroll(group_size: int) -> int:
+    return max(1, 8 * 64 // group_size)
 
 
-def launch_configs(group_size: int) -> list[tuple[int, int, int, int, bool, int]]:
+def launch_configs(group_size: int) -> list[tuple[int, int, int, int]]:
     """Every config ``launch_config`` can choose at this group size (what ``warmup`` and the GPU check build)."""
-    return [(w, mt, u, 0, False, 1) for w in (4, 8) for mt in (1, 2) for u in sorted({1, _unroll(group_size, w)})]
+    return [(w, mt, u, 2) for w in (4, 8) for mt in (1, 2) for u in sorted({1, _unroll(group_size)})]
 
 
-def gemm_spec(dtype: torch.dtype, group_size: int, warps: int, mt: int, unroll: int, pf: int,
-              xlate: bool, minb: int) -> KernelSpec:
+def gemm_spec(dtype: torch.dtype, group_size: int, warps: int, mt: int, unroll: int, pf: int) -> KernelSpec:
     return KernelSpec("w4a16_mma_gemm", "tvm_ffi", "w4a16_gemm.cu", "kk::w4a16_mma_gemm",
-                      (_T[dtype], str(group_size), str(warps), str(mt), str(unroll), str(pf),
-                       "true" if xlate else "false", str(minb)))
+                      (_T[dtype], str(group_size), str(warps), str(mt), str(unroll), str(pf)))
 
 
 def dequant_spec(dtype: torch.dtype) -> KernelSpec:
@@ -57,7 +55,7 @@ def unsupported(x: torch.Tensor, scales: torch.Tensor, group_size: int) -> str |
 
 
 def gemm(x: torch.Tensor, qweight, zeros, scales, n: int, group_size: int,
-         config: tuple[int, int, int, int, bool, int] | None = None) -> torch.Tensor:
+         config: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """y [M, N] = x [M, K] @ W^T (x made contiguous with 16-byte aligned rows if it is not)."""
     m, k = x.shape
     if x.stride(-1) != 1 or x.data_ptr() % 16 or (m > 1 and (x.stride(0) * x.element_size()) % 16):
