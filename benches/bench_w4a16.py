@@ -61,11 +61,12 @@ def bench_awq_gemm(record, m, n, k):
     ours = median_ms(lambda x, qw, qz, s, w, mma: w4a16_gemm(x, *mma, n), sets)
     row["kernelkit w4a16_gemm"] = f"{ours * 1e3:.1f} µs = {bf16 / ours:.2f}x"
     if m <= GEMV_MAX_M:
-        best, best_cfg = float("inf"), None
-        for cfg in _sweep(m):
-            t = median_ms(lambda x, qw, qz, s, w, mma, cfg=cfg: cuda_impl.gemm(x, *mma, n, GROUP, cfg), sets)
-            if t < best:
-                best, best_cfg = t, cfg
+        times = {cfg: median_ms(lambda x, qw, qz, s, w, mma, cfg=cfg: cuda_impl.gemm(x, *mma, n, GROUP, cfg), sets)
+                 for cfg in _sweep(m)}
+        best_cfg = min(times, key=times.get)
+        best = times[best_cfg]
+        record("awq_gemm_sweep", {"M": m, "N": n, "K": k, "default": str(cuda_impl.launch_config(m, n, k, GROUP)),
+                                  **{str(c): f"{t * 1e3:.1f}" for c, t in times.items()}})
         row["tensor-core kernel, best (warps, mt, unroll, pf)"] = f"{best * 1e3:.1f} µs = {bf16 / best:.2f}x {best_cfg}"
     if m >= 64:
         deq = median_ms(lambda x, qw, qz, s, w, mma: x @ cuda_impl.dequantize(*mma, n).t(), sets)

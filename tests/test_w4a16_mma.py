@@ -107,6 +107,16 @@ def test_cuda_gemm_matches_reference(dtype, n, k, group, m):
         _tolerance_check(y.float(), x, packed, n)
 
 
+@pytest.mark.parametrize("group", [64, 128, 256])
+def test_launch_configs_lists_every_config_the_dispatch_chooses(group):
+    from kernelkit.ops.w4a16 import cuda_impl
+
+    chosen = {cuda_impl.launch_config(m, n, k, group)
+              for m in range(1, GEMV_MAX_M + 1) for n in (8, 576, 8192, 8200, 28672)
+              for k in range(group, 20 * 1024, group)}
+    assert chosen == set(cuda_impl.launch_configs(group))
+
+
 LAUNCH_CONFIGS = [(4, 1, 1, 0), (8, 1, 4, 1), (4, 2, 2, 2), (8, 2, 1, 1), (4, 1, 2, 0), (8, 2, 4, 2)]
 
 

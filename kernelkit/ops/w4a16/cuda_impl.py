@@ -16,22 +16,35 @@ GROUPS = (64, 128, 256)
 
 def launch_config(m: int, n: int, k: int, group_size: int) -> tuple[int, int, int, int]:
     """(WARPS, MT, UNROLL, PF): warps per block splitting K, 8-token tiles per block, groups in flight per warp,
-    iterations each warp prefetches ahead into L2. From the H200 sweeps of benches/bench_w4a16.py (RESULTS.md):
-    8 chunks of 64 k in flight per warp, 8 warps per block for N <= 8192 up to 16 tokens, 4 otherwise (more
-    blocks), and the L2 prefetch two iterations ahead."""
-    mt = 1 if m <= 8 else 2
-    warps = 8 if n <= 8192 and m <= 16 else 4
-    unroll = _unroll(group_size)
-    return warps, mt, unroll if k // group_size >= warps * unroll else 1, 2
+    iterations each warp prefetches ahead into L2.
+
+    Fitted to the H200 sweeps of benches/bench_w4a16.py (its ``awq_gemm_sweep`` table, RESULTS.md 2026-12-02),
+    counting in-flight work in 64-k chunks. Up to 8 tokens: 8 warps; 8 chunks per warp and no L2 prefetch where
+    N <= 4096 (few blocks) or K >= 8192, else 4 chunks and the prefetch two iterations ahead (fewer registers, so
+    more blocks per SM: one wave at N = 6144). Up to 16 tokens, no prefetch: 8 warps with 8 chunks for N <= 4096,
+    with 4 chunks for N <= 8192, 4 warps with 4 chunks above. Above 16 tokens: 4 warps, 8 chunks, the prefetch.
+    A warp with fewer groups than one iteration takes one group at a time.
+    """
+    full, half = _unroll(group_size, 8), _unroll(group_size, 4)
+    if m <= 8:
+        warps, mt, unroll, pf = (8, 1, full, 0) if n <= 4096 or k >= 8192 else (8, 1, half, 2)
+    elif m <= 16:
+        warps, mt, unroll, pf = (8, 2, full, 0) if n <= 4096 else (8, 2, half, 0) if n <= 8192 else (4, 2, half, 0)
+    else:
+        warps, mt, unroll, pf = 4, 2, full, 2
+    return warps, mt, unroll if k // group_size >= warps * unroll else 1, pf
 
 
-def _unroll(group_size: int) -> int:
-    return max(1, 8 * 64 // group_size)
+def _unroll(group_size: int, chunks: int) -> int:
+    """Groups per warp iteration that put ``chunks`` 64-k chunks in flight (at least one group)."""
+    return max(1, chunks * 64 // group_size)
 
 
 def launch_configs(group_size: int) -> list[tuple[int, int, int, int]]:
-    """Every config ``launch_config`` can choose at this group size (what ``warmup`` and the GPU check build)."""
-    return [(w, mt, u, 2) for w in (4, 8) for mt in (1, 2) for u in sorted({1, _unroll(group_size)})]
+    """Every config ``launch_config`` can choose at this group size (what ``warmup`` and the GPU check build):
+    its choices at one M, N and K of each of its cases, and at K of one group (one group per iteration)."""
+    cases = [(m, n, k) for m in (1, 16, 64) for n in (4096, 6144, 16384) for k in (group_size, 4096, 16384)]
+    return sorted({launch_config(m, n, k, group_size) for m, n, k in cases})
 
 
 def gemm_spec(dtype: torch.dtype, group_size: int, warps: int, mt: int, unroll: int, pf: int) -> KernelSpec:
