@@ -191,10 +191,12 @@ def _drain_with_requests_running(proc, url, name):
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
-    assert time.monotonic() - t0 < 5  # 1 s of drain, then the rest were aborted (3 x 450 tokens take ~5 s)
+    # 1 s of drain (in-flight requests go on), then the rest are aborted: 3 x 450 tokens take ~5 s
+    assert 0.8 < time.monotonic() - t0 < 5
     for c in clients:
         c.join(timeout=10)
-    assert len(results) == 3 and 200 not in results  # aborted (uvicorn answers the cancelled ones with a 500)
+    # a request may finish during the drain; the others are cancelled (uvicorn answers them with a 500)
+    assert len(results) == 3 and results.count(200) < 3 and set(results) <= {200, 500, "error"}, results
 
 
 def _post_or_error(url, body):
