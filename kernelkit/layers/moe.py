@@ -9,16 +9,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from kernelkit.layers.base import MoEMethod, QuantContext, set_weight_attrs
+from kernelkit.layers.base import MoEMethod, QuantContext, default_weight_loader, set_weight_attrs
 from kernelkit.layers.linear import _check_tp
 from kernelkit.ops.moe.reference import fused_moe_grouped_mm, fused_moe_ref, grouped_mm_supported, select_experts
 
 
 def expert_loader(intermediate_size: int, stacked: bool):
     """``weight_loader`` of a stacked expert parameter: ``shard_id`` (expert, j) places one checkpoint
-    tensor into expert e's slice (for w13: j 0 gate rows 0..I-1, j 1 up rows I..2I-1)."""
+    tensor into expert e's slice (for w13: j 0 gate rows 0..I-1, j 1 up rows I..2I-1); without a shard id
+    the tensor must be the whole stacked parameter."""
 
-    def load(param: nn.Parameter, loaded_weight: torch.Tensor, shard_id) -> None:
+    def load(param: nn.Parameter, loaded_weight: torch.Tensor, shard_id=None) -> None:
+        if shard_id is None:
+            return default_weight_loader(param, loaded_weight)
         expert, j = shard_id
         target = param.data[expert]
         if stacked:

@@ -23,6 +23,37 @@ class RopeConfig:
 
 
 @dataclass(frozen=True)
+class MoeConfig:
+    """The sparse MoE blocks of a decoder (Qwen3-MoE's config.json keys): E experts of intermediate size I, top-k
+    softmax routing, renormalised when ``norm_topk_prob``; layer i is sparse unless it is in ``mlp_only_layers``,
+    and only every ``decoder_sparse_step``-th layer is (transformers' ``Qwen3MoeDecoderLayer`` rule)."""
+
+    num_experts: int
+    top_k: int
+    intermediate_size: int
+    norm_topk_prob: bool
+    decoder_sparse_step: int = 1
+    mlp_only_layers: tuple[int, ...] = ()
+
+    def is_sparse(self, layer: int) -> bool:
+        """Whether decoder layer ``layer`` (0-based) has a MoE block rather than a dense MLP."""
+        return layer not in self.mlp_only_layers and (layer + 1) % self.decoder_sparse_step == 0
+
+    @classmethod
+    def from_hf(cls, cfg: dict) -> MoeConfig:
+        """Raises UnsupportedModel when config.json names no experts or a top-k outside 1..E."""
+        experts = cfg.get("num_experts") or cfg.get("num_local_experts")  # transformers 5 writes the latter
+        top_k = cfg.get("num_experts_per_tok")
+        if not experts or not top_k or not 1 <= top_k <= experts:
+            raise UnsupportedModel(f"a MoE config needs num_experts >= num_experts_per_tok >= 1, got {experts} "
+                                   f"and {top_k}")
+        return cls(num_experts=experts, top_k=top_k, intermediate_size=cfg["moe_intermediate_size"],
+                   norm_topk_prob=bool(cfg.get("norm_topk_prob", False)),
+                   decoder_sparse_step=cfg.get("decoder_sparse_step") or 1,
+                   mlp_only_layers=tuple(cfg.get("mlp_only_layers") or ()))
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Shapes and switches of one decoder."""
 
@@ -42,14 +73,17 @@ class ModelConfig:
     qk_norm: bool
     eos_token_ids: tuple[int, ...]
     quantization_config: dict | None
+    moe: MoeConfig | None = None  # None: every layer has a dense MLP
 
     @classmethod
-    def from_hf(cls, cfg: dict, arch: str, attention_bias: bool = False, qk_norm: bool = False) -> ModelConfig:
+    def from_hf(cls, cfg: dict, arch: str, attention_bias: bool = False, qk_norm: bool = False,
+                moe: bool = False) -> ModelConfig:
         """Parse config.json of architecture ``arch``; ``attention_bias``: the architecture's default when
-        config.json does not say; ``qk_norm``: the architecture normalises q and k per head.
+        config.json does not say; ``qk_norm``: the architecture normalises q and k per head; ``moe``: it has
+        sparse MoE blocks (:class:`MoeConfig`).
 
         Raises:
-            UnsupportedModel: a setting the engine lacks (RoPE scaling).
+            UnsupportedModel: a setting the engine lacks (RoPE scaling, a MoE config without experts).
         """
         heads = cfg["num_attention_heads"]
         eos = cfg.get("eos_token_id")
@@ -63,7 +97,7 @@ class ModelConfig:
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             attention_bias=bool(cfg.get("attention_bias", attention_bias)), qk_norm=qk_norm,
             eos_token_ids=tuple(eos if isinstance(eos, list) else [eos]) if eos is not None else (),
-            quantization_config=cfg.get("quantization_config"),
+            quantization_config=cfg.get("quantization_config"), moe=MoeConfig.from_hf(cfg) if moe else None,
         )
 
 

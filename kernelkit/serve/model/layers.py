@@ -1,13 +1,21 @@
 """The decoder's shared blocks, composed from ``kernelkit.layers`` and kernelkit's fused ops: RMSNorm (with
 the residual add fused), rotary self-attention over the paged KV cache (one qkv_proj), the SwiGLU MLP (one
-gate_up_proj) and the pre-norm decoder layer. Models are compositions of these; none knows a scheme."""
+gate_up_proj), the sparse MoE block (a router and one ``FusedMoE``) and the pre-norm decoder layer. Models are
+compositions of these; none knows a scheme."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from kernelkit.layers import MergedColumnParallelLinear, QKVParallelLinear, QuantContext, RowParallelLinear
+from kernelkit.layers import (
+    FusedMoE,
+    MergedColumnParallelLinear,
+    QKVParallelLinear,
+    QuantContext,
+    ReplicatedLinear,
+    RowParallelLinear,
+)
 from kernelkit.ops.layers.ops import rms_norm, rotary, silu_and_mul
 from kernelkit.serve.attention.backend import AttentionBackend, AttentionMetadata
 from kernelkit.serve.model.config import ModelConfig
@@ -68,15 +76,35 @@ class MLP(nn.Module):
         return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
 
 
-class DecoderLayer(nn.Module):
-    """Pre-norm block; the residual stream travels beside the hidden states so each norm fuses its add."""
+class SparseMoeBlock(nn.Module):
+    """Qwen3-MoE's block: the router ``gate`` [E, H] (always unquantized: routing decides which experts run, and
+    no scheme's pattern for ``gate_proj`` may catch it), then top-k softmax routing and the experts of one
+    ``FusedMoE`` (``mlp.experts``), whose method the scheme chooses."""
 
     def __init__(self, cfg: ModelConfig, quant: QuantContext, prefix: str, dtype: torch.dtype):
+        super().__init__()
+        moe = cfg.moe
+        self.gate = ReplicatedLinear(cfg.hidden_size, moe.num_experts, False, prefix=f"{prefix}.gate",
+                                     params_dtype=dtype)
+        self.experts = FusedMoE(moe.num_experts, moe.top_k, cfg.hidden_size, moe.intermediate_size,
+                                renormalize=moe.norm_topk_prob, quant=quant, prefix=f"{prefix}.experts",
+                                params_dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.experts(x, self.gate(x))
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block; the residual stream travels beside the hidden states so each norm fuses its add. Layer
+    ``index`` has a :class:`SparseMoeBlock` where the config's MoE settings make it sparse, else the MLP."""
+
+    def __init__(self, cfg: ModelConfig, quant: QuantContext, prefix: str, dtype: torch.dtype, index: int = 0):
         super().__init__()
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         self.self_attn = Attention(cfg, quant, f"{prefix}.self_attn", dtype)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        self.mlp = MLP(cfg, quant, f"{prefix}.mlp", dtype)
+        sparse = cfg.moe is not None and cfg.moe.is_sparse(index)
+        self.mlp = (SparseMoeBlock if sparse else MLP)(cfg, quant, f"{prefix}.mlp", dtype)
 
     def forward(self, x, residual, cos, sin, kv_cache, meta, backend):
         if residual is None:

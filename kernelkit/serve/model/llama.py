@@ -1,9 +1,11 @@
-"""The Llama-family decoder (Llama 2/3, Mistral, SmolLM2, Qwen2 with q/k/v bias, Qwen3 with q/k RMSNorm) over a
-paged KV cache: a composition of the shared blocks in ``layers.py``. Module names follow HF checkpoints, q/k/v
-and gate/up merged as ``packed_modules_mapping`` says.
+"""The Llama-family decoder (Llama 2/3, Mistral, SmolLM2, Qwen2 with q/k/v bias, Qwen3 with q/k RMSNorm, Qwen3-MoE
+with sparse MoE blocks) over a paged KV cache: a composition of the shared blocks in ``layers.py``. Module names
+follow HF checkpoints, q/k/v and gate/up merged as ``packed_modules_mapping`` says, each MoE block's experts
+stacked into one ``FusedMoE`` (``mlp.experts.w13_weight``, ``mlp.experts.w2_weight``).
 
 Forward takes the new tokens of a whole batch flattened into T rows (prefill chunks and decode tokens mixed);
-attention runs through an ``AttentionBackend``. Model: Touvron et al. 2023 (arXiv 2302.13971, 2307.09288).
+attention runs through an ``AttentionBackend``. Models: Touvron et al. 2023 (arXiv 2302.13971, 2307.09288);
+Qwen3 technical report (arXiv 2505.09388) and transformers' ``modeling_qwen3_moe.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kernelkit.layers import ParallelLMHead, QuantContext, VocabParallelEmbedding
+from kernelkit.layers import FusedMoE, ParallelLMHead, QuantContext, VocabParallelEmbedding
 from kernelkit.layers.loader import Rule, packed_rules
 from kernelkit.serve.attention.backend import AttentionBackend, AttentionMetadata
 from kernelkit.serve.model.config import ModelConfig
@@ -23,7 +25,7 @@ class LlamaModel(nn.Module):
     def __init__(self, cfg: ModelConfig, quant: QuantContext, dtype: torch.dtype):
         super().__init__()
         self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, "model.embed_tokens")
-        self.layers = nn.ModuleList(DecoderLayer(cfg, quant, f"model.layers.{i}", dtype)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, quant, f"model.layers.{i}", dtype, i)
                                     for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
 
@@ -53,8 +55,10 @@ class LlamaForCausalLM(nn.Module):
         self.inv_freq = inverse_frequencies(cfg.rope, cfg.head_dim)
 
     def checkpoint_rules(self) -> list[Rule]:
-        """How checkpoint names reach the merged parameters (``kernelkit.layers.loader``)."""
-        return packed_rules(self.packed_modules_mapping)
+        """How checkpoint names reach the merged parameters (``kernelkit.layers.loader``); the experts' rules
+        first, so that ``experts.3.gate_proj`` is not taken for a dense ``gate_proj``."""
+        experts = FusedMoE.checkpoint_rules(self.config.moe.num_experts) if self.config.moe else []
+        return experts + packed_rules(self.packed_modules_mapping)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor],
                 meta: AttentionMetadata, backend: AttentionBackend) -> torch.Tensor:

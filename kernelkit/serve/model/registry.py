@@ -20,6 +20,7 @@ class Architecture:
     model_type: str
     attention_bias: bool = False  # q/k/v bias when config.json has no attention_bias
     qk_norm: bool = False  # RMSNorm of q and k per head (Qwen3)
+    moe: bool = False  # sparse MoE blocks (config.json's num_experts, moe_intermediate_size, ...)
 
 
 ARCHITECTURES = {
@@ -27,6 +28,7 @@ ARCHITECTURES = {
     "MistralForCausalLM": Architecture(LlamaForCausalLM, "mistral"),
     "Qwen2ForCausalLM": Architecture(LlamaForCausalLM, "qwen2", attention_bias=True),
     "Qwen3ForCausalLM": Architecture(LlamaForCausalLM, "qwen3", qk_norm=True),
+    "Qwen3MoeForCausalLM": Architecture(LlamaForCausalLM, "qwen3_moe", qk_norm=True, moe=True),
 }
 
 
@@ -46,4 +48,4 @@ def resolve(config: dict) -> tuple[type[nn.Module], ModelConfig]:
         raise UnsupportedModel(f"unsupported architecture {names or config.get('model_type')!r}; supported: "
                                f"{sorted(ARCHITECTURES)}")
     arch = ARCHITECTURES[name]
-    return arch.model_class, ModelConfig.from_hf(config, name, arch.attention_bias, arch.qk_norm)
+    return arch.model_class, ModelConfig.from_hf(config, name, arch.attention_bias, arch.qk_norm, arch.moe)
