@@ -24,7 +24,7 @@ import httpx
 import pytest
 import torch
 from serve_load import make_workload, run_load, table_row
-from serve_models import LLAMA3_8B, SMOLLM2, make_model_dir
+from serve_models import LLAMA3_8B, QWEN3_30B_A3B, SMOLLM2, make_model_dir
 from timing import copy_bandwidth_gbs
 
 from kernelkit.serve import LLM, SamplingParams
@@ -48,10 +48,13 @@ def _throughput(llm: LLM, prompts, params) -> float:
     return sum(len(o.token_ids) for o in outs) / (time.perf_counter() - t0)
 
 
+SHAPES = {"smollm2": SMOLLM2, "llama3-8b": LLAMA3_8B, "qwen3-30b-a3b": QWEN3_30B_A3B}
+
+
 @pytest.mark.parametrize("shape, quant", [("smollm2", "bf16"), ("llama3-8b", "bf16"), ("llama3-8b", "fp8-block"),
-                                         ("llama3-8b", "awq")])
+                                         ("llama3-8b", "awq"), ("qwen3-30b-a3b", "bf16")])
 def bench_offline_throughput(record, tmp_path, shape, quant):
-    config = {"smollm2": SMOLLM2, "llama3-8b": LLAMA3_8B}[shape]
+    config = SHAPES[shape]
     model = make_model_dir(tmp_path / shape, config, quant=quant)
     llm = LLM(str(model), load_format="dummy", max_num_seqs=256, max_num_batched_tokens=8192)
     prompts, params = _workload(256, config["vocab_size"], 100, 1024, 100, 1024)
@@ -120,16 +123,21 @@ def _unfused_state_dict(model) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("quant, eager", [("bf16", False), ("bf16", True), ("fp8-block", False), ("fp8-block", True),
-                                          ("awq", False)])
-def bench_decode_step_batch1(record, tmp_path, quant, eager):
-    model = make_model_dir(tmp_path / "llama3-8b", LLAMA3_8B, quant=quant)
+@pytest.mark.parametrize("shape, quant, eager", [("llama3-8b", "bf16", False), ("llama3-8b", "bf16", True),
+                                                 ("llama3-8b", "fp8-block", False), ("llama3-8b", "fp8-block", True),
+                                                 ("llama3-8b", "awq", False), ("qwen3-30b-a3b", "bf16", False)])
+def bench_decode_step_batch1(record, tmp_path, shape, quant, eager):
+    config = SHAPES[shape]
+    model = make_model_dir(tmp_path / shape, config, quant=quant)
     llm = LLM(str(model), load_format="dummy", enforce_eager=eager, max_num_seqs=8)
     engine = llm.engine
-    # bytes one decode step must read: every parameter once, except an untied embedding (one row is gathered);
-    # parameters() yields a tied embedding once, and lm_head reads all of it
+    # bytes one decode step must read: every parameter once, except an untied embedding (one row is gathered;
+    # parameters() yields a tied embedding once, and lm_head reads all of it) and the experts a token does not
+    # route to (top_k of num_experts are read)
     embed = engine.model.model.embed_tokens.weight
-    weight_bytes = sum(p.numel() * p.element_size() for p in engine.model.parameters()
+    active = config.get("num_experts_per_tok", 1) / config.get("num_experts", 1)
+    weight_bytes = sum(p.numel() * p.element_size() * (active if ".experts." in name else 1)
+                       for name, p in engine.model.named_parameters()
                        if p is not embed or engine.model.lm_head.weight is embed)
     engine.add_request("decode", list(range(100, 228)), SamplingParams(temperature=0, max_tokens=160, ignore_eos=True))
     steps, forwards, run = [], [], engine.runner.run
@@ -152,7 +160,7 @@ def bench_decode_step_batch1(record, tmp_path, quant, eager):
     decode = sorted(steps[32:])[len(steps[32:]) // 2]
     forward = statistics.median(start.elapsed_time(end) for start, end in forwards[32:]) / 1e3
     floor = weight_bytes / (copy_bandwidth_gbs() * 1e9)  # copy rate counts bytes read + written: all traffic
-    record("serve_decode_batch1", {"model": f"llama3-8b {quant}",
+    record("serve_decode_batch1", {"model": f"{shape} {quant}",
                                    "mode": "eager" if eager else "CUDA graphs",
                                    "weight GB": f"{weight_bytes / 1e9:.2f}", "decode step ms": f"{decode * 1e3:.2f}",
                                    "forward ms": f"{forward * 1e3:.2f}",

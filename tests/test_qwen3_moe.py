@@ -119,3 +119,22 @@ def test_moe_configs_the_engine_cannot_run_are_named():
     assert cfg.moe.num_experts == 8 and cfg.moe.top_k == 3
     with pytest.raises(UnsupportedModel, match="num_experts >= num_experts_per_tok >= 1, got 2 and 3"):
         registry.resolve({**base, "num_experts": 2})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_engine_serves_moe_like_the_cpu_engine(tiny_moe):
+    """fp32 on the GPU (every expert on every token, captured in CUDA graphs) gives the CPU engine's greedy
+    tokens; bf16 with ``torch._grouped_mm`` experts: captured decode steps give the eager engine's tokens."""
+    _, path, _, llm = tiny_moe
+    cpu = [o.token_ids for o in llm.generate(PROMPTS, GREEDY)]
+    gpu = LLM(str(path), device="cuda", dtype="fp32", gpu_memory_utilization=0.2)
+    assert [o.token_ids for o in gpu.generate(PROMPTS, GREEDY)] == cpu
+    assert gpu.engine.runner.graphs is not None
+    del gpu
+    eager = LLM(str(path), device="cuda", dtype="bf16", enforce_eager=True, gpu_memory_utilization=0.2)
+    expected = [o.token_ids for o in eager.generate(PROMPTS, GREEDY)]
+    del eager
+    graphs = LLM(str(path), device="cuda", dtype="bf16", gpu_memory_utilization=0.2)
+    assert [o.token_ids for o in graphs.generate(PROMPTS, GREEDY)] == expected
+    assert graphs.engine.runner.graphs is not None  # decode steps were captured

@@ -11,7 +11,13 @@ from torch import nn
 
 from kernelkit.layers.base import MoEMethod, QuantContext, default_weight_loader, set_weight_attrs
 from kernelkit.layers.linear import _check_tp
-from kernelkit.ops.moe.reference import fused_moe_grouped_mm, fused_moe_ref, grouped_mm_supported, select_experts
+from kernelkit.ops.moe.reference import (
+    fused_moe_dense,
+    fused_moe_grouped_mm,
+    fused_moe_ref,
+    grouped_mm_supported,
+    select_experts,
+)
 
 
 def expert_loader(intermediate_size: int, stacked: bool):
@@ -36,8 +42,9 @@ def expert_loader(intermediate_size: int, stacked: bool):
 
 @dataclass(frozen=True)
 class UnquantizedFusedMoEMethod(MoEMethod):
-    """Experts in the activation dtype: ``torch._grouped_mm`` where the installed torch takes the dtype here,
-    else the per-expert reference."""
+    """Experts in the activation dtype: ``torch._grouped_mm`` where the installed torch takes the dtype here;
+    else, on a GPU, every expert on every token (no host synchronisation: CUDA graphs can capture it), and on
+    the CPU the per-expert reference."""
 
     def create_weights(self, layer, num_experts, hidden_size, intermediate_size, params_dtype):
         w13 = nn.Parameter(torch.empty(num_experts, 2 * intermediate_size, hidden_size, dtype=params_dtype),
@@ -50,7 +57,10 @@ class UnquantizedFusedMoEMethod(MoEMethod):
                                                                                                False)))
 
     def apply(self, layer, x, topk_weights, topk_ids):
-        moe = fused_moe_grouped_mm if grouped_mm_supported(x) and x.shape[0] else fused_moe_ref
+        if not x.shape[0] or not (grouped_mm_supported(x) or x.is_cuda):
+            moe = fused_moe_ref
+        else:
+            moe = fused_moe_grouped_mm if grouped_mm_supported(x) else fused_moe_dense
         return moe(x, layer.w13_weight, layer.w2_weight, topk_weights, topk_ids)
 
 

@@ -38,6 +38,19 @@ def fused_moe_ref(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_wei
     return out.to(x.dtype)
 
 
+def fused_moe_dense(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+                    topk_ids: torch.Tensor) -> torch.Tensor:
+    """The same as :func:`fused_moe_ref` with every expert applied to every token and weighted by its routing
+    weight (0 where the token did not choose it): E times the work, but no host synchronisation, so a CUDA
+    graph can capture it (for activation dtypes ``torch._grouped_mm`` does not take)."""
+    route = torch.zeros(x.shape[0], w13.shape[0], dtype=torch.float32, device=x.device)
+    route.scatter_add_(1, topk_ids, topk_weights.float())
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    for e in range(w13.shape[0]):
+        out += (_swiglu(x @ w13[e].t()) @ w2[e].t()).float() * route[:, e, None]
+    return out.to(x.dtype)
+
+
 def grouped_mm_supported(x: torch.Tensor) -> bool:
     """Whether ``torch._grouped_mm`` takes these activations here (CPU: bf16 and fp32; CUDA: bf16)."""
     return hasattr(torch, "_grouped_mm") and (x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float32)
