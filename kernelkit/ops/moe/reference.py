@@ -64,7 +64,9 @@ def fused_moe_grouped_mm(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, t
     num_experts = w13.shape[0]
     flat = topk_ids.flatten()
     order = torch.argsort(flat, stable=True)
-    offsets = torch.bincount(flat, minlength=num_experts).cumsum(0).to(torch.int32)
+    # counts by index_add_, not bincount: bincount on CUDA reads its maximum back to the host (no graph capture)
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=x.device).index_add_(0, flat, torch.ones_like(flat))
+    offsets = counts.cumsum(0).to(torch.int32)
     tokens = order // topk_ids.shape[1]
     h = torch._grouped_mm(x[tokens], w13.transpose(1, 2), offs=offsets)
     y = torch._grouped_mm(_swiglu(h), w2.transpose(1, 2), offs=offsets)
