@@ -9,6 +9,7 @@ import torch
 
 from kernelkit.jit import KernelSpec
 from kernelkit.ops.gemm import ops as gemm_ops
+from kernelkit.ops.moe import ops as moe_ops
 from kernelkit.ops.quant import cuda_impl, cute_impl, ops
 from kernelkit.ops.w4a16 import cuda_impl as w4a16_cuda
 from kernelkit.ops.w4a16 import ops as w4a16_ops
@@ -69,6 +70,13 @@ def _exercise_awq_gemm(device: torch.device) -> None:
         triton_impl.awq_gemm(x, qweight, qzeros, torch.rand(4, 256, device=device, dtype=torch.bfloat16), 128)
 
 
+def _exercise_moe_align(device: torch.device) -> None:
+    from kernelkit.ops.moe import triton_impl
+
+    for tokens, experts in ((1, 128), (256, 128), (64, 8)):
+        triton_impl.moe_align_block_size(torch.randint(0, experts, (tokens, 8), device=device), 64, experts)
+
+
 def _no_triton(device: torch.device) -> None:
     return None
 
@@ -88,6 +96,8 @@ REGISTERED = (
                  _exercise_awq_gemm),
     RegisteredOp("w4a16_gemm", "W4A16 GEMM on the tensor-core layout AWQ checkpoints are repacked into",
                  _names(w4a16_ops.W4A16_GEMM_IMPLS), w4a16_cuda.warmup_specs, _no_triton),
+    RegisteredOp("moe_align_block_size", "MoE routing: (token, slot) pairs grouped by expert, padded to the block",
+                 _names(moe_ops.ALIGN_IMPLS), list, _exercise_moe_align),
 )
 
 

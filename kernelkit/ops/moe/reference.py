@@ -73,3 +73,38 @@ def fused_moe_grouped_mm(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, t
     out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
     out.index_add_(0, tokens, y.float() * topk_weights.flatten()[order, None])
     return out.to(x.dtype)
+
+
+def moe_align_block_size_ref(topk_ids: torch.Tensor, block_size: int, num_experts: int
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The (token, slot) pairs grouped by expert, each expert's group padded to a multiple of ``block_size``, so
+    that every block of a grouped GEMM reads one expert (vLLM's and sglang's ``moe_align_block_size``).
+
+    Args:
+        topk_ids: int [T, k], experts in 0..E-1.
+        block_size: rows per GEMM block (the M tile).
+        num_experts: E.
+
+    Returns:
+        sorted_token_ids: int32 [T*k + E*(block_size - 1)] (T*k * block_size when T*k < E): flat indices into
+            ``topk_ids`` grouped by expert (ascending within an expert), each group padded with T*k (the
+            sentinel) to a multiple of block_size; the tail is T*k too.
+        expert_ids: int32 [ceil(len(sorted_token_ids) / block_size)]: each block's expert; -1 past the last.
+        num_tokens_post_padded: int32 [1]: the padded groups' total length.
+    """
+    numel = topk_ids.numel()
+    length = numel * block_size if numel < num_experts else numel + num_experts * (block_size - 1)
+    flat = topk_ids.flatten().long()
+    counts = torch.zeros(num_experts, dtype=torch.int64, device=flat.device).index_add_(0, flat, torch.ones_like(flat))
+    padded = (counts + block_size - 1) // block_size * block_size
+    starts = padded.cumsum(0) - padded
+    order = torch.argsort(flat, stable=True)
+    rank = torch.arange(numel, device=flat.device) - (counts.cumsum(0) - counts)[flat[order]]
+    sorted_token_ids = torch.full((length,), numel, dtype=torch.int32, device=flat.device)
+    sorted_token_ids[starts[flat[order]] + rank] = order.to(torch.int32)
+    blocks = -(-length // block_size)
+    expert_ids = torch.full((blocks,), -1, dtype=torch.int32, device=flat.device)
+    used = padded // block_size
+    expert_ids[: int(used.sum())] = torch.repeat_interleave(torch.arange(num_experts, dtype=torch.int32,
+                                                                         device=flat.device), used)
+    return sorted_token_ids, expert_ids, padded.sum().to(torch.int32).reshape(1)
