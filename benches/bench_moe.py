@@ -1,18 +1,20 @@
 """MoE routing on the GPU (issue 12): kernelkit's Triton ``moe_align_block_size`` against the plain-torch
 reference (argsort + index arithmetic, the kind of token sort vLLM's Python path runs) at Qwen3-30B-A3B's
-routing (E = 128, top-8), block 64, random top-k ids; event-timed CUDA-graph medians. The whole fused MoE layer
-(shared/ANCHORS.md's bars) follows with the grouped GEMM kernels."""
+routing (E = 128, top-8), block 64, random top-k ids; and one whole MoE layer at its shapes (H = 2048, I = 768,
+bf16): the Triton grouped-GEMM ``fused_moe`` against the ``torch._grouped_mm`` path the engine runs today, with the
+weight-read floor at T = 1 (shared/ANCHORS.md has vLLM's fused_moe at the same shapes). Event-timed CUDA-graph
+medians."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from timing import median_ms
+from timing import copy_bandwidth_gbs, median_ms
 
-from kernelkit.ops.moe import reference, triton_impl
+from kernelkit.ops.moe import fused_moe_triton, reference, triton_impl
 
 pytestmark = pytest.mark.gpu
-EXPERTS, TOP_K, BLOCK = 128, 8, 64
+EXPERTS, TOP_K, BLOCK, HIDDEN, INTER = 128, 8, 64, 2048, 768
 
 
 @pytest.mark.parametrize("tokens", [1, 16, 64, 512, 4096])
@@ -34,3 +36,23 @@ def bench_moe_align(record, tokens):
     except RuntimeError as e:
         row["torch reference (eager)"] = f"fails: {str(e)[:40]}"
     record("moe_align", row)
+
+
+@pytest.mark.parametrize("tokens", [1, 16, 64, 512, 4096])
+def bench_fused_moe_layer(record, tokens):
+    g = torch.Generator(device="cuda").manual_seed(tokens)
+    w13 = torch.randn(EXPERTS, 2 * INTER, HIDDEN, device="cuda", dtype=torch.bfloat16, generator=g) * 0.02
+    w2 = torch.randn(EXPERTS, HIDDEN, INTER, device="cuda", dtype=torch.bfloat16, generator=g) * 0.02
+
+    def make():
+        x = torch.randn(tokens, HIDDEN, device="cuda", dtype=torch.bfloat16, generator=g)
+        weights, ids = reference.select_experts(torch.randn(tokens, EXPERTS, device="cuda", generator=g), TOP_K, True)
+        return x, weights, ids
+
+    sets = [make() for _ in range(4)]
+    grouped = median_ms(lambda x, wt, ids: reference.fused_moe_grouped_mm(x, w13, w2, wt, ids), sets)
+    ours = median_ms(lambda x, wt, ids: fused_moe_triton.fused_moe(x, w13, w2, wt, ids), sets)
+    floor = TOP_K * 3 * HIDDEN * INTER * 2 / (copy_bandwidth_gbs() * 1e9)
+    record("fused_moe_layer", {"T": tokens, "torch._grouped_mm": f"{grouped * 1e3:.1f} µs",
+                               "kernelkit Triton fused_moe": f"{ours * 1e3:.1f} µs = {grouped / ours:.2f}x",
+                               "weight-read floor at T = 1": f"{floor * 1e6:.1f} µs" if tokens == 1 else "–"})
