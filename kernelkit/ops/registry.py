@@ -9,6 +9,7 @@ import torch
 
 from kernelkit.jit import KernelSpec
 from kernelkit.ops.gemm import ops as gemm_ops
+from kernelkit.ops.int8_gemm import ops as int8_ops
 from kernelkit.ops.moe import ops as moe_ops
 from kernelkit.ops.quant import cuda_impl, cute_impl, ops
 from kernelkit.ops.w4a16 import cuda_impl as w4a16_cuda
@@ -96,6 +97,8 @@ REGISTERED = (
                  _exercise_awq_gemm),
     RegisteredOp("w4a16_gemm", "W4A16 GEMM on the tensor-core layout AWQ checkpoints are repacked into",
                  _names(w4a16_ops.W4A16_GEMM_IMPLS), w4a16_cuda.warmup_specs, _no_triton),
+    RegisteredOp("int8_scaled_mm", "W8A8 int8 GEMM, per-token x per-channel scales (dense ModelSlim W8A8)",
+                 _names(int8_ops.INT8_MM_IMPLS), list, _no_triton),
     RegisteredOp("moe_align_block_size", "MoE routing: (token, slot) pairs grouped by expert, padded to the block",
                  _names(moe_ops.ALIGN_IMPLS), list, _exercise_moe_align),
 )
