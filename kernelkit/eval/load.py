@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from kernelkit.layers import load_checkpoint
-from kernelkit.quant import replace_linears, scheme_from_config
+from kernelkit.quant import checkpoint_quantization_config, replace_linears, scheme_from_config
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -43,6 +43,7 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32,
         del config.quantization_config  # transformers would apply its own quantizer otherwise
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    if raw.get("quantization_config"):
-        replace_linears(model, scheme_from_config(raw["quantization_config"]), dtype)
+    quantization_config = checkpoint_quantization_config(path, raw)
+    if quantization_config:
+        replace_linears(model, scheme_from_config(quantization_config), dtype)
     return load_checkpoint(model, path, device).eval()

@@ -6,8 +6,15 @@
 """
 
 from kernelkit.quant.patch import quantize_, replace_linears, resolve_scheme
-from kernelkit.quant.registry import SchemeError, get_scheme, list_schemes, scheme_from_config
+from kernelkit.quant.registry import (
+    SchemeError,
+    checkpoint_quantization_config,
+    get_scheme,
+    list_schemes,
+    scheme_from_config,
+)
 from kernelkit.quant.scheme import QuantScheme
 
-__all__ = ["QuantScheme", "SchemeError", "get_scheme", "list_schemes", "quantize_", "replace_linears",
+__all__ = ["QuantScheme", "SchemeError", "checkpoint_quantization_config", "get_scheme", "list_schemes", "quantize_",
+           "replace_linears",
            "resolve_scheme", "scheme_from_config"]

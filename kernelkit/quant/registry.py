@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from dataclasses import dataclass
+from pathlib import Path
 
 from kernelkit.quant.scheme import QuantScheme
 
@@ -95,3 +96,24 @@ def scheme_from_config(quantization_config: dict) -> QuantScheme:
             objections.append(f"{info.name}: {e}")
     raise SchemeError(f"no registered quantization scheme reads quant_method {method!r}"
                       + (f" ({'; '.join(objections)})" if objections else ""))
+
+
+def checkpoint_quantization_config(path: str | Path, config: dict) -> dict | None:
+    """The quantization config of the HF checkpoint at ``path`` whose config.json is ``config``: its
+    ``quantization_config``; else, for a format that describes itself in a file of its own instead
+    (msModelSlim's ``quant_model_description.json``), what the registered scheme naming that file
+    (``description_file``) reads from it; None for an unquantized checkpoint.
+
+    Raises:
+        ValueError: a description file its scheme cannot read.
+    """
+    if config.get("quantization_config"):
+        return config["quantization_config"]
+    for info in list_schemes():
+        try:
+            cls = get_scheme(info.name)
+        except SchemeError:
+            continue
+        if cls.description_file and (Path(path) / cls.description_file).is_file():
+            return cls.config_from_checkpoint(Path(path))
+    return None

@@ -38,6 +38,13 @@ class QuantScheme(ABC):
     name: ClassVar[str]
     quant_method: ClassVar[str]
     needs_calibration: ClassVar[bool] = False
+    description_file: ClassVar[str | None] = None  # a format that describes itself in a file beside config.json
+
+    @classmethod
+    def config_from_checkpoint(cls, path) -> dict:
+        """For schemes with a ``description_file``: the quantization_config read from the checkpoint directory
+        ``path`` that holds it (msModelSlim's checkpoints have no ``quantization_config``)."""
+        raise NotImplementedError(f"{cls.name} is read from config.json's quantization_config")
 
     def __init__(self, modules_to_not_convert: Sequence[str] | None = None):
         self.modules_to_not_convert = list(

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from kernelkit.layers import LinearBase, UnquantizedLinearMethod, load_checkpoint, load_tensors
-from kernelkit.quant import scheme_from_config
+from kernelkit.quant import checkpoint_quantization_config, scheme_from_config
 from kernelkit.serve.model import registry
 
 
@@ -27,8 +27,10 @@ def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device,
     if load_format not in ("auto", "dummy"):
         raise ValueError(f"load_format must be 'auto' or 'dummy', got {load_format!r}")
     path, device = Path(path), torch.device(device)
-    model_class, cfg = registry.resolve(json.loads((path / "config.json").read_text()))
-    scheme = scheme_from_config(cfg.quantization_config) if cfg.quantization_config else None
+    config = json.loads((path / "config.json").read_text())
+    model_class, cfg = registry.resolve(config)
+    quantization_config = checkpoint_quantization_config(path, config)
+    scheme = scheme_from_config(quantization_config) if quantization_config else None
     with torch.device(device):
         model = model_class(cfg, scheme, dtype)
     if load_format == "dummy":

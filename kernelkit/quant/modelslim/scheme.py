@@ -1,0 +1,85 @@
+"""msModelSlim ("ascendv1") checkpoints on NVIDIA GPUs: the ``modelslim`` scheme, read from the checkpoint's
+``quant_model_description.json`` (msModelSlim writes no ``quantization_config``).
+
+The description maps every tensor name to its type (``W8A8_DYNAMIC``, ``FLOAT``, ...) beside the top-level keys
+``version``, ``model_quant_type``, ``metadata``, ``group_size`` and ``optional`` (msModelSlim's
+``AscendV1Saver``). A linear module's type is its ``<prefix>.weight`` entry, as vllm-ascend's
+``get_linear_quant_type`` and sglang's ``get_linear_scheme`` look it up; the parts of a merged q/k/v or gate/up
+layer must agree. Here ``W8A8_DYNAMIC`` (per-channel int8 weights, per-token dynamic int8 activations) runs;
+``FLOAT`` and unlisted modules stay unquantized; any other type is refused by name (W4A8_DYNAMIC is not yet
+implemented).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kernelkit.quant.modelslim.format import quantize_weight
+from kernelkit.quant.modelslim.linear import W8A8DynamicLinearMethod
+from kernelkit.quant.scheme import QuantScheme
+
+DESCRIPTION_FILE = "quant_model_description.json"
+TOP_LEVEL_KEYS = ("version", "model_quant_type", "metadata", "group_size", "optional", "kv_cache_type",
+                  "kv_quant_type", "fa_quant_type", "packed_modules_mapping")
+RUNNABLE = {"W8A8_DYNAMIC", "FLOAT"}
+KNOWN = RUNNABLE | {"W8A8", "W8A8_MIX", "W8A16", "W4A16", "W4A8_DYNAMIC", "W16A16S", "C8"}
+
+
+class ModelSlimScheme(QuantScheme):
+    """A msModelSlim checkpoint's per-tensor quantization types (``description``: the parsed JSON)."""
+
+    name = "modelslim"
+    quant_method = "modelslim"
+    description_file = DESCRIPTION_FILE
+
+    def __init__(self, description: dict):
+        """Raises ValueError naming the first tensor whose type is unknown or not runnable here."""
+        super().__init__([])
+        self.description = description
+        for tensor, kind in self.tensor_types().items():
+            if kind not in KNOWN:
+                raise ValueError(f"modelslim: unknown type {kind!r} of tensor {tensor!r} in {DESCRIPTION_FILE}")
+            if kind not in RUNNABLE:
+                raise ValueError(f"modelslim: tensor {tensor!r} is {kind}, which kernelkit does not run yet "
+                                 f"(supported: {sorted(RUNNABLE)})")
+
+    def tensor_types(self) -> dict[str, str]:
+        """Tensor name -> type: every entry but the top-level keys."""
+        return {k: v for k, v in self.description.items() if k not in TOP_LEVEL_KEYS}
+
+    @classmethod
+    def config_from_checkpoint(cls, path: Path) -> dict:
+        """The quantization_config kernelkit uses for the msModelSlim checkpoint at ``path``: its description.
+        Raises ValueError for a description that is not a JSON object."""
+        description = json.loads((path / DESCRIPTION_FILE).read_text())
+        if not isinstance(description, dict):
+            raise ValueError(f"modelslim: {path / DESCRIPTION_FILE} is not a JSON object")
+        return {"quant_method": cls.quant_method, "quant_model_description": description}
+
+    @classmethod
+    def from_config(cls, quantization_config: dict) -> ModelSlimScheme:
+        if quantization_config.get("quant_method") != cls.quant_method or not isinstance(
+                quantization_config.get("quant_model_description"), dict):
+            raise ValueError(f"modelslim: expected quant_method 'modelslim' with a quant_model_description "
+                             f"(read from {DESCRIPTION_FILE}), got keys {sorted(quantization_config)}")
+        return cls(quantization_config["quant_model_description"])
+
+    def to_config(self) -> dict:
+        return {"quant_method": self.quant_method, "quant_model_description": self.description}
+
+    def quantizes(self, module_name: str) -> bool:
+        return self.tensor_types().get(f"{module_name}.weight", "FLOAT") != "FLOAT"
+
+    def convert_linear(self, prefix, weight, bias):
+        out = quantize_weight(weight)
+        if bias is not None:
+            out["bias"] = bias.float()
+        return out
+
+    def linear_method(self, prefix: str) -> W8A8DynamicLinearMethod | None:
+        return W8A8DynamicLinearMethod() if self.quantizes(prefix) else None
+
+    def __repr__(self) -> str:
+        types = sorted(set(self.tensor_types().values()))
+        return f"ModelSlimScheme(version={self.description.get('version')!r}, types={types})"
