@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from engine_checks import prefill_logits
 from safetensors.torch import save_file
 from tiny_llama import CONFIG, tiny_llama_tensors, write_tiny_tokenizer
 
@@ -14,7 +15,7 @@ from kernelkit.layers import UnquantizedLinearMethod
 from kernelkit.quant import SchemeError
 from kernelkit.quant.modelslim.format import dequantize_weight, quantize_weight
 from kernelkit.quant.modelslim.linear import W8A8DynamicLinearMethod
-from kernelkit.serve import LLM, SamplingParams
+from kernelkit.serve import LLM
 
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FLOAT_LAYER = "model.layers.1.mlp.down_proj"
@@ -62,17 +63,10 @@ def test_engine_reads_a_modelslim_checkpoint_and_matches_the_dequantized_model(t
     save_file({k: v.contiguous() for k, v in dequantized.items()}, str(reference / "model.safetensors"))
     (reference / "config.json").write_text((tmp_path / "w8a8" / "config.json").read_text())
     hf = AutoModelForCausalLM.from_pretrained(reference, dtype=torch.float32).eval()
-    engine = llm.engine
     ids = [0, 5, 17, 33, 101, 7, 250]
-    engine.add_request("logits", ids, SamplingParams(temperature=0, max_tokens=1))
-    batch = engine.scheduler.schedule()
-    input_ids, positions, meta, _ = engine.runner.prepare(batch)
     with torch.no_grad():
-        ours = engine.model.compute_logits(engine.model(input_ids, positions, engine.runner.kv_caches, meta,
-                                                        engine.runner.backend))
         theirs = hf(torch.tensor([ids])).logits[0]
-    engine.abort("logits")
-    err = (ours - theirs).abs().max().item()
+    err = (prefill_logits(llm, ids) - theirs).abs().max().item()
     assert 0 < err < 0.02 * theirs.abs().max().item()  # int8 activations: close, not equal
 
 
@@ -82,4 +76,11 @@ def test_engine_reads_a_modelslim_checkpoint_and_matches_the_dequantized_model(t
 def test_descriptions_it_cannot_run_are_named(tmp_path, kind, message):
     _write(tmp_path, {"model.layers.0.mlp.up_proj.weight": kind})
     with pytest.raises(SchemeError, match=message):
+        LLM(str(tmp_path), device="cpu")
+
+
+def test_a_corrupt_description_names_the_file(tmp_path):
+    _write(tmp_path)
+    (tmp_path / "quant_model_description.json").write_text('{"version": "1.0.0",')
+    with pytest.raises(ValueError, match=r"quant_model_description.json is not valid JSON"):
         LLM(str(tmp_path), device="cpu")

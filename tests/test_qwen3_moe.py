@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from engine_checks import prefill_logits
 from tiny_llama import write_tiny_tokenizer
 
 from kernelkit.layers import CheckpointMismatch, FusedMoE, ReplicatedLinear, UnquantizedLinearMethod
@@ -67,17 +68,10 @@ def test_sparse_layers_and_the_router_follow_the_config(tiny_moe):
 
 def test_prefill_logits_and_greedy_tokens_match_transformers(tiny_moe):
     _, _, reference, llm = tiny_moe
-    engine = llm.engine
-    for i, ids in enumerate(PROMPTS):
-        engine.add_request(f"logits{i}", ids, GREEDY)
-        batch = engine.scheduler.schedule()
-        input_ids, positions, meta, _ = engine.runner.prepare(batch)
+    for ids in PROMPTS:
         with torch.no_grad():
-            ours = engine.model.compute_logits(engine.model(input_ids, positions, engine.runner.kv_caches, meta,
-                                                            engine.runner.backend))
             theirs = reference(torch.tensor([ids])).logits[0]
-        assert (ours - theirs).abs().max().item() < 1e-3
-        engine.abort(f"logits{i}")
+        assert (prefill_logits(llm, ids) - theirs).abs().max().item() < 1e-3
     for ids in PROMPTS:
         with torch.no_grad():
             expected = reference.generate(torch.tensor([ids]), max_new_tokens=32, min_new_tokens=32, do_sample=False)

@@ -57,10 +57,12 @@ class UnquantizedFusedMoEMethod(MoEMethod):
                                                                                                False)))
 
     def apply(self, layer, x, topk_weights, topk_ids):
-        if not x.shape[0] or not (grouped_mm_supported(x) or x.is_cuda):
-            moe = fused_moe_ref
+        if x.shape[0] and grouped_mm_supported(x):
+            moe = fused_moe_grouped_mm
+        elif x.shape[0] and x.is_cuda:
+            moe = fused_moe_dense
         else:
-            moe = fused_moe_grouped_mm if grouped_mm_supported(x) else fused_moe_dense
+            moe = fused_moe_ref
         return moe(x, layer.w13_weight, layer.w2_weight, topk_weights, topk_ids)
 
 

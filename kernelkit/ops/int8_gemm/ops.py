@@ -23,11 +23,7 @@ def int_mm_scaled(a, b, scale_a, scale_b, out_dtype, bias):
     m = a.shape[0]
     if m < INT_MM_MIN_M:
         a = torch.nn.functional.pad(a, (0, 0, 0, INT_MM_MIN_M - m))
-    acc = torch._int_mm(a, b.t())[:m]
-    out = acc.float() * scale_a.float().reshape(-1, 1) * scale_b.float().reshape(1, -1)
-    if bias is not None:
-        out = out + bias.float()
-    return out.to(out_dtype)
+    return reference.scale_output(torch._int_mm(a, b.t())[:m], scale_a, scale_b, out_dtype, bias)
 
 
 def _never(*args) -> None:

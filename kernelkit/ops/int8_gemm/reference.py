@@ -11,7 +11,13 @@ def int8_scaled_mm_ref(a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, 
                        out_dtype: torch.dtype, bias: torch.Tensor | None = None) -> torch.Tensor:
     """a int8 [M, K], b int8 [N, K], scale_a fp32 [M, 1], scale_b fp32 [N, 1] -> [M, N] in ``out_dtype``.
     The int products are summed exactly (float64 holds every sum of K < 2^38 products of int8s)."""
-    acc = a.double() @ b.double().t()
+    return scale_output(a.double() @ b.double().t(), scale_a, scale_b, out_dtype, bias)
+
+
+def scale_output(acc: torch.Tensor, scale_a: torch.Tensor, scale_b: torch.Tensor, out_dtype: torch.dtype,
+                 bias: torch.Tensor | None) -> torch.Tensor:
+    """The epilogue: exact integer sums acc [M, N] (int32 or float64) times scale_a [M, 1] and scale_b [N, 1]
+    in fp32, plus bias, in ``out_dtype``."""
     out = acc.float() * scale_a.float().reshape(-1, 1) * scale_b.float().reshape(1, -1)
     if bias is not None:
         out = out + bias.float()

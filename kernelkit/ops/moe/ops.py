@@ -14,10 +14,6 @@ from kernelkit.ops.library import kernel_op
 from kernelkit.ops.moe import reference
 
 
-def _padded_length(numel: int, block_size: int, num_experts: int) -> int:
-    return numel * block_size if numel < num_experts else numel + num_experts * (block_size - 1)
-
-
 @kernel_op("moe_align_block_size")
 def _align_op(topk_ids: torch.Tensor, block_size: int, num_experts: int
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -42,7 +38,7 @@ def _align_cuda(topk_ids, block_size, num_experts):
 
 @_align_op.register_fake
 def _align_fake(topk_ids, block_size, num_experts):
-    length = _padded_length(topk_ids.numel(), block_size, num_experts)
+    length = reference.aligned_length(topk_ids.numel(), block_size, num_experts)
     new = topk_ids.new_empty
     return (new(length, dtype=torch.int32), new(-(-length // block_size), dtype=torch.int32),
             new(1, dtype=torch.int32))

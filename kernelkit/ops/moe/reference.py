@@ -75,6 +75,12 @@ def fused_moe_grouped_mm(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, t
     return out.to(x.dtype)
 
 
+def aligned_length(numel: int, block_size: int, num_experts: int) -> int:
+    """Length of ``moe_align_block_size``'s sorted_token_ids for ``numel`` (token, slot) pairs: room for every
+    expert's group padded to the block (numel * block_size when there are fewer pairs than experts)."""
+    return numel * block_size if numel < num_experts else numel + num_experts * (block_size - 1)
+
+
 def moe_align_block_size_ref(topk_ids: torch.Tensor, block_size: int, num_experts: int
                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The (token, slot) pairs grouped by expert, each expert's group padded to a multiple of ``block_size``, so
@@ -93,7 +99,7 @@ def moe_align_block_size_ref(topk_ids: torch.Tensor, block_size: int, num_expert
         num_tokens_post_padded: int32 [1]: the padded groups' total length.
     """
     numel = topk_ids.numel()
-    length = numel * block_size if numel < num_experts else numel + num_experts * (block_size - 1)
+    length = aligned_length(numel, block_size, num_experts)
     flat = topk_ids.flatten().long()
     counts = torch.zeros(num_experts, dtype=torch.int64, device=flat.device).index_add_(0, flat, torch.ones_like(flat))
     padded = (counts + block_size - 1) // block_size * block_size

@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernelkit.ops.moe import reference
+
 CHUNK = 128
 
 
@@ -67,7 +69,7 @@ def moe_align_block_size(topk_ids: torch.Tensor, block_size: int, num_experts: i
     """As :func:`kernelkit.ops.moe.reference.moe_align_block_size_ref` (same outputs, bit for bit)."""
     numel = topk_ids.numel()
     device = topk_ids.device
-    length = numel * block_size if numel < num_experts else numel + num_experts * (block_size - 1)
+    length = reference.aligned_length(numel, block_size, num_experts)
     num_blocks = -(-length // block_size)
     sorted_token_ids = torch.full((length,), numel, dtype=torch.int32, device=device)
     expert_ids = torch.full((num_blocks,), -1, dtype=torch.int32, device=device)

@@ -20,10 +20,11 @@ def launch_config(m: int, n: int, k: int, group_size: int) -> tuple[int, int, in
 
     Fitted to the H200 sweeps of benches/bench_w4a16.py (its ``awq_gemm_sweep`` table, RESULTS.md 2026-12-02),
     counting in-flight work in 64-k chunks. Up to 8 tokens: 8 warps; 8 chunks per warp and no L2 prefetch where
-    N <= 4096 (few blocks) or K >= 8192, else 4 chunks and the prefetch two iterations ahead (fewer registers, so
-    more blocks per SM: one wave at N = 6144). Up to 16 tokens, no prefetch: 8 warps with 8 chunks for N <= 4096,
-    with 4 chunks for N <= 8192, 4 warps with 4 chunks above. Above 16 tokens: 4 warps, 8 chunks, the prefetch.
-    A warp with fewer groups than one iteration takes one group at a time.
+    N <= 4096 (few blocks) or K >= 8192, else 4 chunks and the prefetch two iterations ahead (faster from
+    N = 6144 up; our reading, not checked with ncu: fewer registers, so more resident blocks). Up to 16 tokens,
+    no prefetch: 8 warps with 8 chunks for N <= 4096, with 4 chunks for N <= 8192, 4 warps with 4 chunks above.
+    Above 16 tokens: 4 warps, 8 chunks, the prefetch. A warp with fewer groups than one iteration takes one
+    group at a time.
     """
     full, half = _unroll(group_size, 8), _unroll(group_size, 4)
     if m <= 8:

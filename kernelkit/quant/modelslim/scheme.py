@@ -27,32 +27,37 @@ KNOWN = RUNNABLE | {"W8A8", "W8A8_MIX", "W8A16", "W4A16", "W4A8_DYNAMIC", "W16A1
 
 
 class ModelSlimScheme(QuantScheme):
-    """A msModelSlim checkpoint's per-tensor quantization types (``description``: the parsed JSON)."""
+    """A msModelSlim checkpoint's per-tensor quantization types (``description``: the parsed JSON; ``types``:
+    tensor name -> type, every entry but the top-level keys)."""
 
     name = "modelslim"
     quant_method = "modelslim"
     description_file = DESCRIPTION_FILE
 
-    def __init__(self, description: dict):
-        """Raises ValueError naming the first tensor whose type is unknown or not runnable here."""
+    def __init__(self, description: dict | None = None):
+        """Raises ValueError without a description (kernelkit reads ModelSlim checkpoints but does not write
+        them yet), or naming the first tensor whose type is unknown or not runnable here."""
         super().__init__([])
+        if description is None:
+            raise ValueError(f"modelslim: kernelkit reads msModelSlim checkpoints (their {DESCRIPTION_FILE}) but "
+                             "cannot write them yet")
         self.description = description
-        for tensor, kind in self.tensor_types().items():
+        self.types = {k: v for k, v in description.items() if k not in TOP_LEVEL_KEYS}
+        for tensor, kind in self.types.items():
             if kind not in KNOWN:
                 raise ValueError(f"modelslim: unknown type {kind!r} of tensor {tensor!r} in {DESCRIPTION_FILE}")
             if kind not in RUNNABLE:
                 raise ValueError(f"modelslim: tensor {tensor!r} is {kind}, which kernelkit does not run yet "
                                  f"(supported: {sorted(RUNNABLE)})")
 
-    def tensor_types(self) -> dict[str, str]:
-        """Tensor name -> type: every entry but the top-level keys."""
-        return {k: v for k, v in self.description.items() if k not in TOP_LEVEL_KEYS}
-
     @classmethod
     def config_from_checkpoint(cls, path: Path) -> dict:
         """The quantization_config kernelkit uses for the msModelSlim checkpoint at ``path``: its description.
-        Raises ValueError for a description that is not a JSON object."""
-        description = json.loads((path / DESCRIPTION_FILE).read_text())
+        Raises ValueError for a description that is not a JSON object (naming the file)."""
+        try:
+            description = json.loads((path / DESCRIPTION_FILE).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"modelslim: {path / DESCRIPTION_FILE} is not valid JSON: {e}") from e
         if not isinstance(description, dict):
             raise ValueError(f"modelslim: {path / DESCRIPTION_FILE} is not a JSON object")
         return {"quant_method": cls.quant_method, "quant_model_description": description}
@@ -69,7 +74,7 @@ class ModelSlimScheme(QuantScheme):
         return {"quant_method": self.quant_method, "quant_model_description": self.description}
 
     def quantizes(self, module_name: str) -> bool:
-        return self.tensor_types().get(f"{module_name}.weight", "FLOAT") != "FLOAT"
+        return self.types.get(f"{module_name}.weight", "FLOAT") != "FLOAT"
 
     def convert_linear(self, prefix, weight, bias):
         out = quantize_weight(weight)
@@ -81,5 +86,5 @@ class ModelSlimScheme(QuantScheme):
         return W8A8DynamicLinearMethod() if self.quantizes(prefix) else None
 
     def __repr__(self) -> str:
-        types = sorted(set(self.tensor_types().values()))
+        types = sorted(set(self.types.values()))
         return f"ModelSlimScheme(version={self.description.get('version')!r}, types={types})"
