@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from timing import input_sets, median_ms
 
 from kernelkit.ops import per_token_group_quant_fp8, w8a8_block_fp8_matmul
 from kernelkit.ops.gemm import configs, triton_impl
+from kernelkit.ops.timing import input_sets, median_ms
 from kernelkit.quant.fp8_block.format import quantize_weight
 
 pytestmark = pytest.mark.gpu

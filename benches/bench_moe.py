@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from timing import copy_bandwidth_gbs, median_ms
 
 from kernelkit.ops.moe import fused_moe_triton, reference, triton_impl
+from kernelkit.ops.timing import copy_bandwidth_gbs, median_ms
 
 pytestmark = pytest.mark.gpu
 EXPERTS, TOP_K, BLOCK, HIDDEN, INTER = 128, 8, 64, 2048, 768

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from timing import copy_bandwidth_gbs, input_sets, median_ms
 
 from kernelkit.ops.quant import reference
 from kernelkit.ops.quant.ops import GROUP_IMPLS, TENSOR_IMPLS
+from kernelkit.ops.timing import copy_bandwidth_gbs, input_sets, median_ms
 
 pytestmark = pytest.mark.gpu
 T_VALUES = (1, 16, 128, 1024, 4096, 16384)

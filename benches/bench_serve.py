@@ -25,8 +25,8 @@ import pytest
 import torch
 from serve_load import make_workload, run_load, table_row
 from serve_models import LLAMA3_8B, QWEN3_30B_A3B, SMOLLM2, make_model_dir
-from timing import copy_bandwidth_gbs
 
+from kernelkit.ops.timing import copy_bandwidth_gbs
 from kernelkit.serve import LLM, SamplingParams
 
 pytestmark = pytest.mark.gpu

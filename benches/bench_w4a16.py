@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from timing import input_sets, median_ms
 
+from kernelkit.ops.timing import input_sets, median_ms
 from kernelkit.ops.w4a16 import cuda_impl, mma_layout
 from kernelkit.ops.w4a16.ops import GEMV_MAX_M, awq_gemm, w4a16_gemm
 from kernelkit.quant.awq.format import pack_autoawq, quantize

@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benches"))
-from timing import input_sets, median_ms  # noqa: E402
-
 from kernelkit.ops import per_token_group_quant_fp8  # noqa: E402
 from kernelkit.ops.gemm import configs, reference, triton_impl  # noqa: E402
+from kernelkit.ops.timing import input_sets, median_ms  # noqa: E402
 from kernelkit.quant.fp8_block.format import quantize_weight  # noqa: E402
 
 MS = (1, 16, 64, 256, 1024, 4096)

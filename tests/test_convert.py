@@ -276,11 +276,12 @@ def test_scheme_extra_files_are_written(src, tmp_path):
     from kernelkit.quant.fp8_block.scheme import Fp8BlockScheme
 
     class WithDescription(Fp8BlockScheme):
-        def extra_files(self):
-            return {"quant_model_description.json": json.dumps({"model_quant_type": "example"})}
+        def extra_files(self, outputs):
+            return {"quant_model_description.json": json.dumps({"model_quant_type": "example", "n": len(outputs)})}
 
     out = convert(src[0], tmp_path / "dst", WithDescription(), progress=False)
-    assert json.loads((out / "quant_model_description.json").read_text()) == {"model_quant_type": "example"}
+    n = sum(len(t.outputs) for t in convert(src[0], tmp_path / "plan", WithDescription(), dry_run=True).tensors)
+    assert json.loads((out / "quant_model_description.json").read_text()) == {"model_quant_type": "example", "n": n}
 
 
 @pytest.mark.parametrize("args, message", [

@@ -79,31 +79,3 @@ def test_op_dispatches_fakes_and_rejects_bad_input():
         moe_align_block_size(torch.zeros(3, 2), 4, 5)
     with pytest.raises(ValueError, match="block_size and num_experts must be >= 1, got 0 and 5"):
         moe_align_block_size(ids, 0, 5)
-
-
-@pytest.mark.parametrize("tokens", [0, 1, 5, 37])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-    DEVICE == "cpu", reason="Triton's interpreter computes tl.dot of bf16 inputs wrongly (measured: errors ~1e10)"))])
-def test_triton_fused_moe_matches_the_reference(tokens, dtype):
-    """The grouped-GEMM fused MoE layer (K = 40 and I = 24: not multiples of the tiles; expert 3 never chosen;
-    a NaN token stays in its own row) against the per-expert reference."""
-    from kernelkit.ops.moe import fused_moe_triton
-
-    e, k, h, i = 8, 2, 40, 24
-    g = torch.Generator().manual_seed(tokens)
-    w13 = (torch.randn(e, 2 * i, h, generator=g) * 0.2).to(dtype).to(DEVICE)
-    w2 = (torch.randn(e, h, i, generator=g) * 0.2).to(dtype).to(DEVICE)
-    x = torch.randn(tokens, h, generator=g).to(dtype).to(DEVICE)
-    logits = torch.randn(tokens, e, generator=g)
-    logits[:, 3] = -1e4
-    weights, ids = reference.select_experts(logits, k, True)
-    weights, ids = weights.to(DEVICE), ids.to(DEVICE)
-    if tokens > 2:
-        x[2, 7] = float("nan")
-    ours = fused_moe_triton.fused_moe(x, w13, w2, weights, ids).float().cpu()
-    expected = reference.fused_moe_ref(x.cpu(), w13.cpu(), w2.cpu(), weights.cpu(), ids.cpu()).float()
-    assert ours.shape == (tokens, h)
-    if tokens > 2:
-        assert ours[2].isnan().all() and not ours[[r for r in range(tokens) if r != 2]].isnan().any()
-    tol = (1e-4 if DEVICE == "cpu" else 1e-2) if dtype == torch.float32 else 3e-2  # the GPU's fp32 dot is tf32
-    torch.testing.assert_close(ours, expected, rtol=tol, atol=tol, equal_nan=True)

@@ -32,11 +32,13 @@ class TensorPlan:
 
 @dataclass
 class Plan:
-    """The per-tensor plan, the output shards (lists of indices into ``tensors``) and excluded modules."""
+    """The per-tensor plan, the output shards (lists of indices into ``tensors``), excluded modules and the
+    shard files' stem (``model``; msModelSlim's ``quant_model_weights``)."""
 
     tensors: list[TensorPlan]
     shards: list[list[int]]
     not_converted: list[str] = field(default_factory=list)
+    file_stem: str = "model"
 
     @property
     def out_bytes(self) -> int:
@@ -47,9 +49,14 @@ class Plan:
         return sum(t.source.nbytes for t in self.tensors)
 
     def shard_name(self, i: int) -> str:
-        """HF shard file names: model.safetensors, or model-0000i-of-0000n.safetensors."""
+        """HF shard file names: model.safetensors, or model-0000i-of-0000n.safetensors (with the file stem)."""
         n = len(self.shards)
-        return "model.safetensors" if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+        return f"{self.file_stem}.safetensors" if n == 1 else f"{self.file_stem}-{i + 1:05d}-of-{n:05d}.safetensors"
+
+    @property
+    def index_name(self) -> str:
+        """The sharded checkpoint's index file: model.safetensors.index.json (with the file stem)."""
+        return f"{self.file_stem}.safetensors.index.json"
 
     def digest(self, options: dict) -> str:
         """Identifies this plan and its options, so ``--resume`` only continues the same conversion."""
@@ -58,12 +65,17 @@ class Plan:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# MoE routers (Qwen3-MoE's and Mixtral's ``mlp.gate``, DeepSeek's ``mlp.gate``) stay float: routing picks the
+# experts, and sglang, vLLM and kernelkit's engine build them unquantized whatever the checkpoint's scheme.
+ROUTER = re.compile(r"\.mlp\.gate$")
+
+
 def _quantized(t: SourceTensor, scheme: QuantScheme | None, ignore: list[re.Pattern]) -> tuple[bool, str | None]:
     """(quantize?, module name if a linear weight was left out on purpose)."""
     if scheme is None or not t.name.endswith(".weight") or len(t.shape) != 2 or not t.dtype.is_floating_point:
         return False, None
     module = t.name[: -len(".weight")]
-    if not scheme.quantizes(module):
+    if ROUTER.search(module) or not scheme.quantizes(module):
         return False, None
     if any(p.search(module) for p in ignore):
         return False, module
@@ -101,4 +113,4 @@ def make_plan(tensors: list[SourceTensor], scheme: QuantScheme | None, dtype: to
             size = 0
         shards[-1].append(i)
         size += p.out_bytes
-    return Plan(plans, shards, not_converted)
+    return Plan(plans, shards, not_converted, scheme.file_stem if scheme is not None else "model")

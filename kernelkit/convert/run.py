@@ -84,7 +84,7 @@ def _write_config(source_config: dict, scheme: QuantScheme | None, dtype: torch.
     config = dict(source_config)
     name = str(dtype).removeprefix("torch.")
     config["torch_dtype"] = config["dtype"] = name
-    if scheme is not None:
+    if scheme is not None and scheme.description_file is None:  # the others describe themselves in their file
         config["quantization_config"] = scheme.to_config()
     atomic_write_text(dst / "config.json", json.dumps(config, indent=2, sort_keys=True))
 
@@ -93,7 +93,7 @@ def _write_index(plan: Plan, dst: Path) -> None:
     weight_map = {name: plan.shard_name(i) for i, shard in enumerate(plan.shards)
                   for j in shard for name, _, _ in plan.tensors[j].outputs}
     index = {"metadata": {"total_size": plan.out_bytes}, "weight_map": dict(sorted(weight_map.items()))}
-    atomic_write_text(dst / "model.safetensors.index.json", json.dumps(index, indent=2))
+    atomic_write_text(dst / plan.index_name, json.dumps(index, indent=2))
 
 
 def convert(src: str | Path, dst: str | Path, scheme: str | QuantScheme = "fp8-block", *,
@@ -173,7 +173,8 @@ def convert(src: str | Path, dst: str | Path, scheme: str | QuantScheme = "fp8-b
     if len(plan.shards) > 1:
         _write_index(plan, partial.path)
     _write_config(source.config, quant, out_dtype, partial.path)
-    for name, text in (quant.extra_files() if quant is not None else {}).items():
+    outputs = {name: tp.action == "quantize" for tp in plan.tensors for name, _, _ in tp.outputs}
+    for name, text in (quant.extra_files(outputs) if quant is not None else {}).items():
         atomic_write_text(partial.path / name, text)
     source.copy_side_files(partial.path)
     shutil.rmtree(partial.path / ".calibration", ignore_errors=True)

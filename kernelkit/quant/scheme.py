@@ -39,6 +39,7 @@ class QuantScheme(ABC):
     quant_method: ClassVar[str]
     needs_calibration: ClassVar[bool] = False
     description_file: ClassVar[str | None] = None  # a format that describes itself in a file beside config.json
+    file_stem: ClassVar[str] = "model"  # its safetensors files: model.safetensors, model-00001-of-00002...
 
     @classmethod
     def config_from_checkpoint(cls, path) -> dict:
@@ -57,7 +58,8 @@ class QuantScheme(ABC):
 
     @abstractmethod
     def to_config(self) -> dict:
-        """The HF ``quantization_config`` this scheme writes into ``config.json``."""
+        """The HF ``quantization_config`` this scheme writes into ``config.json`` (a scheme with a
+        ``description_file`` is described by that file instead, and this config only names its options)."""
 
     def quantizes(self, module_name: str) -> bool:
         """Whether the linear layer ``module_name`` (e.g. ``model.layers.0.mlp.down_proj``) is quantized."""
@@ -82,8 +84,9 @@ class QuantScheme(ABC):
         source's, by name within the layer, and leaves the layer computing as the checkpoint will."""
         raise NotImplementedError(f"{self.name} needs no calibration")
 
-    def extra_files(self) -> dict[str, str]:
-        """Files besides config.json and the tensors that the format requires, by name."""
+    def extra_files(self, outputs: Mapping[str, bool]) -> dict[str, str]:
+        """Files besides config.json and the tensors that the format requires, by name. ``outputs``: every
+        tensor the converted checkpoint holds -> whether ``convert_linear`` wrote it (a quantized layer's)."""
         return {}
 
     @abstractmethod

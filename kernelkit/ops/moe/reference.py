@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kernelkit.ops.int8_gemm.reference import int8_scaled_mm_ref
+from kernelkit.ops.quant.reference import per_token_quant_int8_ref
+
 
 def select_experts(router_logits: torch.Tensor, top_k: int, renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(topk_weights fp32 [T, k], topk_ids int64 [T, k]) from router logits [T, E]: softmax in fp32, the k
@@ -35,6 +38,28 @@ def fused_moe_ref(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_wei
         rows, slot = torch.nonzero(topk_ids == e, as_tuple=True)
         y = _swiglu(x[rows] @ w13[e].t()) @ w2[e].t()
         out.index_add_(0, rows, y.float() * topk_weights[rows, slot, None])
+    return out.to(x.dtype)
+
+
+def fused_moe_w8a8_ref(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, w13_scale: torch.Tensor,
+                       w2_scale: torch.Tensor, topk_weights: torch.Tensor, topk_ids: torch.Tensor) -> torch.Tensor:
+    """int8 W8A8 experts (the definition): x quantized to int8 per token (symmetric, amax / 127), each expert's
+    gate_up as an exact int8 GEMM times the token's and the channel's scales, rounded to x's dtype, SwiGLU, the
+    result quantized per (token, slot) row, the down GEMM alike, the routing-weighted sum in fp32.
+
+    Args:
+        x: [T, H] bf16/fp16/fp32; w13: int8 [E, 2I, H]; w2: int8 [E, H, I]; w13_scale: fp32 [E, 2I] (or
+            [E, 2I, 1]); w2_scale: fp32 [E, H] (or [E, H, 1]); topk_weights fp32 and topk_ids int [T, k].
+    Returns: [T, H] in x's dtype.
+    """
+    out = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
+    xq, xs = per_token_quant_int8_ref(x)
+    for e in torch.unique(topk_ids).tolist():
+        rows, slot = torch.nonzero(topk_ids == e, as_tuple=True)
+        h = int8_scaled_mm_ref(xq[rows], w13[e], xs[rows], w13_scale[e].reshape(-1, 1), x.dtype)
+        aq, scale = per_token_quant_int8_ref(_swiglu(h))
+        y = int8_scaled_mm_ref(aq, w2[e], scale, w2_scale[e].reshape(-1, 1), torch.float32)
+        out.index_add_(0, rows, y * topk_weights[rows, slot, None])
     return out.to(x.dtype)
 
 

@@ -1,0 +1,113 @@
+"""The Triton fused MoE layer (``fused_moe_triton.fused_moe``) against the plain-torch references: float experts
+against ``fused_moe_ref``, int8 W8A8 and packed-int4 W4A8 experts against ``fused_moe_w8a8_ref`` (Triton's
+interpreter on CPU; the GPU when there is one). K = 40 and I = 24 are not multiples of the tiles, expert 3 is
+never chosen, a NaN token stays in its own row, T = 0 and T = 1 are covered; and the launch-config files."""
+
+import json
+
+import pytest
+import torch
+
+from kernelkit.ops.moe import configs, fused_moe_triton, reference
+from kernelkit.quant.modelslim.format import pack_int4, unpack_int4
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+E, TOP_K, H, INTER = 8, 2, 40, 24
+
+
+def _routing(tokens, g):
+    logits = torch.randn(tokens, E, generator=g)
+    logits[:, 3] = -1e4
+    weights, ids = reference.select_experts(logits, TOP_K, True)
+    return weights.to(DEVICE), ids.to(DEVICE)
+
+
+def _x(tokens, dtype, g):
+    x = torch.randn(tokens, H, generator=g).to(dtype)
+    if tokens > 2:
+        x[2, 7] = float("nan")
+    return x.to(DEVICE)
+
+
+def _check_nan_rows(ours, tokens):
+    if tokens > 2:
+        assert ours[2].isnan().all() and not ours[[r for r in range(tokens) if r != 2]].isnan().any()
+
+
+@pytest.mark.parametrize("tokens", [0, 1, 5, 37])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
+    DEVICE == "cpu", reason="Triton's interpreter computes tl.dot of bf16 inputs wrongly (measured: errors ~1e10)"))])
+def test_float_experts_match_the_reference(tokens, dtype):
+    g = torch.Generator().manual_seed(tokens)
+    w13 = (torch.randn(E, 2 * INTER, H, generator=g) * 0.2).to(dtype).to(DEVICE)
+    w2 = (torch.randn(E, H, INTER, generator=g) * 0.2).to(dtype).to(DEVICE)
+    x = _x(tokens, dtype, g)
+    weights, ids = _routing(tokens, g)
+    ours = fused_moe_triton.fused_moe(x, w13, w2, weights, ids).float().cpu()
+    expected = reference.fused_moe_ref(x.cpu(), w13.cpu(), w2.cpu(), weights.cpu(), ids.cpu()).float()
+    assert ours.shape == (tokens, H)
+    _check_nan_rows(ours, tokens)
+    tol = (1e-4 if DEVICE == "cpu" else 1e-2) if dtype == torch.float32 else 3e-2  # the GPU's fp32 dot is tf32
+    torch.testing.assert_close(ours, expected, rtol=tol, atol=tol, equal_nan=True)
+
+
+def _int_weights(g, bits):
+    limit = 127 if bits == 8 else 7
+    w13 = torch.randint(-limit, limit + 1, (E, 2 * INTER, H), generator=g, dtype=torch.int8)
+    w2 = torch.randint(-limit, limit + 1, (E, H, INTER), generator=g, dtype=torch.int8)
+    s13 = torch.rand(E, 2 * INTER, generator=g) * 0.02 / limit + 1e-4
+    s2 = torch.rand(E, H, generator=g) * 0.1 / limit + 1e-4
+    return w13, w2, s13, s2
+
+
+@pytest.mark.parametrize("tokens", [0, 1, 5, 37])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_int_experts_match_the_w8a8_reference(tokens, bits):
+    """int8 weights, or int4 ones packed two per byte along the output rows and unpacked in the kernel: the
+    integer sums are exact, so only the bf16 rounding of the gate_up output and an occasional int8 rounding of
+    the SwiGLU output on a tie may differ."""
+    g = torch.Generator().manual_seed(100 + tokens)
+    w13, w2, s13, s2 = _int_weights(g, bits)
+    x = _x(tokens, torch.bfloat16 if DEVICE == "cuda" else torch.float32, g)
+    weights, ids = _routing(tokens, g)
+    expected = reference.fused_moe_w8a8_ref(x.cpu(), w13, w2, s13, s2, weights.cpu(), ids.cpu()).float()
+    packed = (pack_int4(w13), pack_int4(w2)) if bits == 4 else (w13, w2)
+    ours = fused_moe_triton.fused_moe(x, packed[0].to(DEVICE), packed[1].to(DEVICE), weights, ids, s13.to(DEVICE),
+                                      s2.to(DEVICE), int4=bits == 4).float().cpu()
+    assert ours.shape == (tokens, H)
+    _check_nan_rows(ours, tokens)
+    scale = expected[torch.isfinite(expected)].abs().max().item() if tokens else 1.0
+    torch.testing.assert_close(ours, expected, rtol=2e-2, atol=2e-2 * scale, equal_nan=True)
+
+
+def test_int4_packing_is_two_rows_per_byte_low_nibble_first():
+    q = torch.tensor([[1, -2], [-7, 7], [0, 3], [-8, 5]], dtype=torch.int8)
+    packed = pack_int4(q)
+    assert packed.shape == (2, 2) and packed.dtype == torch.int8
+    assert packed.view(torch.uint8)[0].tolist() == [0x91, 0x7E] and packed.view(torch.uint8)[1].tolist() == [0x80,
+                                                                                                              0x53]
+    assert torch.equal(unpack_int4(packed), q)
+
+
+def test_tuned_config_files_are_found_by_vllms_names(tmp_path, monkeypatch):
+    name = configs.config_file_name(128, 768, "NVIDIA H200", "int8_w8a8")
+    assert name == "E=128,N=768,device_name=NVIDIA_H200,dtype=int8_w8a8.json"
+    assert configs.config_file_name(128, 768, "NVIDIA H200", None) == "E=128,N=768,device_name=NVIDIA_H200.json"
+    tuned = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 1, "num_warps": 4,
+             "num_stages": 4}
+    (tmp_path / name).write_text(json.dumps({"1": tuned, "4096": {**tuned, "BLOCK_SIZE_M": 128}}))
+    monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
+    configs.get_config.cache_clear()
+    try:
+        assert configs.get_config(2, 8, 128, 768, "NVIDIA H200", "int8_w8a8") == tuned
+        assert configs.get_config(3000, 8, 128, 768, "NVIDIA H200", "int8_w8a8")["BLOCK_SIZE_M"] == 128
+        assert configs.get_config(2, 8, 128, 768, "NVIDIA H100", "int8_w8a8") == configs.default_config(2, 8, 128)
+        (tmp_path / name).write_text(json.dumps({"1": {"BLOCK_SIZE_M": 16}}))
+        configs._load.cache_clear()
+        with pytest.raises(ValueError, match="an entry lacks"):
+            configs.get_config(1, 8, 128, 768, "NVIDIA H200", "int8_w8a8")
+        with pytest.raises(ValueError, match="dtype must be one of"):
+            configs.config_file_name(128, 768, "x", "fp4")
+    finally:
+        configs.get_config.cache_clear()
+        configs._load.cache_clear()
