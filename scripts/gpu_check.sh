@@ -6,6 +6,7 @@
 #                                  BENCHES=benches/bench_serve.py and PYTEST_K=... narrow it.
 #   scripts/gpu_check.sh tune    - tune the Triton block-FP8 GEMM; configs under $OUT (commit them).
 #                                  TUNE_ARGS="7168,16384 --m 4096" narrows it.
+#   scripts/gpu_check.sh tune-moe - tune the Triton fused MoE (bf16, int8 W8A8, int4 W4A8); configs under $OUT.
 #   scripts/gpu_check.sh profile - a batch-1 decode step of the Llama-3-8B-shaped engine, bf16 and fp8-block,
 #                                  eagerly: GPU kernels by time and host Python by time (scripts/profile_decode.py).
 # Carry .whl and .whl-cute (../shared/device/fetch-wheels.sh fetches them); for the serving benches carry .whl and
@@ -92,6 +93,11 @@ case "$mode" in
   tune)
     timeout -s INT ${LIMIT_S:-570} python3 scripts/tune_gemm.py ${TUNE_ARGS:-} 2>&1 | tee -a "$OUT/tune.txt" | tail -n 40
     tar czf "$OUT/configs.tgz" -C kernelkit/ops/gemm configs ;;
+  tune-moe)  # MOE_DTYPES="bf16 int8_w8a8 int4_w4a8"; configs under $OUT/moe-configs (commit them)
+    for dtype in ${MOE_DTYPES:-bf16 int8_w8a8 int4_w4a8}; do
+      timeout -s INT ${LIMIT_S:-180} python3 -m kernelkit tune moe --dtype "$dtype" ${TUNE_ARGS:-} \
+        --out "$OUT/moe-configs" 2>&1 | tee -a "$OUT/tune-moe.txt" | grep -E "^T=[0-9]+:|wrote|Error"
+    done ;;
   profile)
     for flag in "" --fp8; do
       timeout -s INT ${LIMIT_S:-280} python3 scripts/profile_decode.py $flag --out "$OUT" 2>&1 | tail -n 45
@@ -100,7 +106,8 @@ case "$mode" in
     prebuild 2>&1 | tail -n 1
     gpu_tests="tests/test_quant_gpu.py tests/test_gemm_gpu.py tests/test_serve_gpu.py tests/test_quant_triton.py
       tests/test_layer_ops.py tests/test_serve_attention.py tests/test_gemm.py tests/test_w4a16.py tests/test_w4a16_mma.py
-      tests/test_moe_align.py tests/test_qwen3_moe.py tests/test_int8_gemm.py"
+      tests/test_moe_align.py tests/test_fused_moe.py tests/test_qwen3_moe.py tests/test_int8_gemm.py
+      tests/test_modelslim_w8a8.py tests/test_modelslim_checkpoint.py"
     timeout -s INT ${LIMIT_S:-570} python3 -m pytest ${TESTS:-$gpu_tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 --timeout=90 ${PYTEST_V:-} -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
     sass_check ;;
   bench)

@@ -11,6 +11,7 @@ from kernelkit.cli.eval import eval_group
 from kernelkit.cli.info import info
 from kernelkit.cli.jit import jit
 from kernelkit.cli.serve import generate_cmd, serve_cmd
+from kernelkit.cli.tune import tune
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -27,3 +28,4 @@ main.add_command(eval_group)
 main.add_command(model_path)
 main.add_command(serve_cmd)
 main.add_command(generate_cmd)
+main.add_command(tune)
