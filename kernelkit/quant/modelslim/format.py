@@ -11,7 +11,7 @@ def quantize_weight(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     """weight float [N, K] -> ``weight`` int8 [N, K], ``weight_scale`` and ``weight_offset`` fp32 [N, 1].
     An all-zero row gets scale 1 (its values stay 0). Raises ValueError for a weight with NaN or Inf."""
     w = weight.float()
-    if not torch.isfinite(w).all():
+    if w.device.type != "meta" and not torch.isfinite(w).all():  # convert plans on meta tensors
         raise ValueError("W8A8_DYNAMIC: the weight has NaN or Inf values")
     amax = w.abs().amax(dim=1, keepdim=True)
     scale = torch.where(amax > 0, amax / 127, torch.ones_like(amax))
@@ -40,3 +40,9 @@ def unpack_int4(packed: torch.Tensor, rows: int | None = None) -> torch.Tensor:
     low, high = (p << 12) >> 12, (p << 8) >> 12
     out = torch.stack([low, high], dim=-2).reshape(*packed.shape[:-2], 2 * packed.shape[-2], packed.shape[-1])
     return out[..., : rows if rows is not None else out.shape[-2], :].to(torch.int8)
+
+
+def dequantize(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One linear layer's float weight [N, K] (fp32) from its checkpoint tensors by suffix (``weight``,
+    ``weight_scale``, ``weight_offset``)."""
+    return dequantize_weight(tensors["weight"], tensors["weight_scale"], tensors["weight_offset"])

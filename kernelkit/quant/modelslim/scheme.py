@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 from kernelkit.quant.modelslim.format import quantize_weight
 from kernelkit.quant.modelslim.linear import W8A8DynamicLinearMethod
@@ -33,16 +34,19 @@ class ModelSlimScheme(QuantScheme):
     name = "modelslim"
     quant_method = "modelslim"
     description_file = DESCRIPTION_FILE
+    file_stem = "quant_model_weights"
+    write_type: ClassVar[str | None] = None  # the type ``kernelkit convert`` writes (the subclasses below)
 
-    def __init__(self, description: dict | None = None):
-        """Raises ValueError without a description (kernelkit reads ModelSlim checkpoints but does not write
-        them yet), or naming the first tensor whose type is unknown or not runnable here."""
-        super().__init__([])
-        if description is None:
-            raise ValueError(f"modelslim: kernelkit reads msModelSlim checkpoints (their {DESCRIPTION_FILE}) but "
-                             "cannot write them yet")
+    def __init__(self, description: dict | None = None, modules_to_not_convert: list[str] | None = None):
+        """Raises ValueError without a description for the reading scheme ``modelslim`` (convert writes with
+        ``modelslim-w8a8-dynamic`` or ``modelslim-w4a8-dynamic``), or naming the first tensor whose type is
+        unknown or not runnable here."""
+        super().__init__(modules_to_not_convert)
+        if description is None and self.write_type is None:
+            raise ValueError(f"modelslim reads msModelSlim checkpoints (their {DESCRIPTION_FILE}); to write one, "
+                             "use the scheme modelslim-w8a8-dynamic or modelslim-w4a8-dynamic")
         self.description = description
-        self.types = {k: v for k, v in description.items() if k not in TOP_LEVEL_KEYS}
+        self.types = {k: v for k, v in (description or {}).items() if k not in TOP_LEVEL_KEYS}
         for tensor, kind in self.types.items():
             if kind not in KNOWN:
                 raise ValueError(f"modelslim: unknown type {kind!r} of tensor {tensor!r} in {DESCRIPTION_FILE}")
@@ -71,10 +75,20 @@ class ModelSlimScheme(QuantScheme):
         return cls(quantization_config["quant_model_description"])
 
     def to_config(self) -> dict:
+        if self.description is None:  # writing: the options (the checkpoint gets its description file)
+            return {"quant_method": self.quant_method, "write_type": self.write_type,
+                    "modules_to_not_convert": self.modules_to_not_convert}
         return {"quant_method": self.quant_method, "quant_model_description": self.description}
 
+    def type_of(self, module_name: str) -> str:
+        """The quantization type of a linear module: its ``.weight`` entry in the description (FLOAT when
+        unlisted); when writing, ``write_type`` for the modules it quantizes."""
+        if self.description is None:
+            return self.write_type if super().quantizes(module_name) else "FLOAT"
+        return self.types.get(f"{module_name}.weight", "FLOAT")
+
     def quantizes(self, module_name: str) -> bool:
-        return self.types.get(f"{module_name}.weight", "FLOAT") != "FLOAT"
+        return self.type_of(module_name) != "FLOAT"
 
     def convert_linear(self, prefix, weight, bias):
         out = quantize_weight(weight)
@@ -82,9 +96,26 @@ class ModelSlimScheme(QuantScheme):
             out["bias"] = bias.float()
         return out
 
+    def extra_files(self, outputs):
+        """``quant_model_description.json`` as msModelSlim's AscendV1 saver writes it: the top-level keys, then
+        every tensor of the checkpoint with its type (a quantized layer's tensors get the layer's type)."""
+        types = {name: self.write_type if quantized else "FLOAT" for name, quantized in outputs.items()}
+        head = {"version": "1.0.0", "model_quant_type": self.write_type, "metadata": {}, "group_size": 0,
+                "optional": {}}
+        return {DESCRIPTION_FILE: json.dumps({**head, **types}, indent=2)}
+
     def linear_method(self, prefix: str) -> W8A8DynamicLinearMethod | None:
         return W8A8DynamicLinearMethod() if self.quantizes(prefix) else None
 
     def __repr__(self) -> str:
+        if self.description is None:
+            return f"{type(self).__name__}(write_type={self.write_type!r})"
         types = sorted(set(self.types.values()))
         return f"ModelSlimScheme(version={self.description.get('version')!r}, types={types})"
+
+
+class ModelSlimW8A8DynamicScheme(ModelSlimScheme):
+    """``kernelkit convert --scheme modelslim-w8a8-dynamic``: every linear layer but lm_head as W8A8_DYNAMIC."""
+
+    name = "modelslim-w8a8-dynamic"
+    write_type = "W8A8_DYNAMIC"
