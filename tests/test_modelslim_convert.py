@@ -1,7 +1,8 @@
 """``kernelkit convert --scheme modelslim-w8a8-dynamic`` writes what msModelSlim's AscendV1 saver writes
 (``quant_model_weights-*`` shards with their index, every tensor in ``quant_model_description.json`` with its
 type, no ``quantization_config`` in config.json), and the engine and transformers (through ``kernelkit.eval``)
-read it back: greedy tokens equal between the two, logits close to the float model on the dequantized weights."""
+read it back: greedy tokens equal between the two, logits close to the float model on the dequantized weights;
+a Qwen3-MoE converts with int8 experts (the FusedMoE W8A8 method) and a float router."""
 
 import json
 
@@ -11,10 +12,13 @@ from engine_checks import prefill_logits
 from safetensors import safe_open
 from safetensors.torch import save_file
 from tiny_llama import write_tiny_model
+from tiny_moe import write_tiny_moe
 
 from kernelkit.convert import convert
 from kernelkit.eval.load import load_causal_lm, read_state_dict
+from kernelkit.layers import UnquantizedLinearMethod
 from kernelkit.quant.modelslim.format import dequantize
+from kernelkit.quant.modelslim.moe import W8A8DynamicMoEMethod
 from kernelkit.serve import LLM, SamplingParams
 
 SCHEMES = {"modelslim-w8a8-dynamic": "W8A8_DYNAMIC"}
@@ -53,8 +57,6 @@ def test_the_checkpoint_is_laid_out_as_msmodelslim_writes_it(converted):
 
 
 def test_engine_and_transformers_read_it_alike(converted, tmp_path):
-    from transformers import AutoModelForCausalLM
-
     _, src, out = converted
     llm = LLM(str(out), device="cpu")
     greedy = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
@@ -67,6 +69,12 @@ def test_engine_and_transformers_read_it_alike(converted, tmp_path):
             assert hf_tokens.tolist() == tokens
 
     # logits near the float model on the dequantized weights (int8 activations: close, not equal)
+    _logits_near_the_dequantized_model(llm, out, tmp_path)
+
+
+def _logits_near_the_dequantized_model(llm, out, tmp_path):
+    from transformers import AutoModelForCausalLM
+
     state = read_state_dict(out)
     float_state = {}
     for name, t in state.items():
@@ -76,10 +84,26 @@ def test_engine_and_transformers_read_it_alike(converted, tmp_path):
                                             if k.rpartition(".")[0] == module})
         elif suffix in ("weight", "bias"):
             float_state[name] = t.float()
-    (tmp_path / "config.json").write_text((src / "config.json").read_text())
+    (tmp_path / "config.json").write_text((out / "config.json").read_text())
     save_file(float_state, str(tmp_path / "model.safetensors"))
     reference = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
     with torch.no_grad():
         theirs = reference(torch.tensor([PROMPTS[0]])).logits[0]
     err = (prefill_logits(llm, PROMPTS[0]) - theirs).abs().max().item()
     assert 0 < err < 0.03 * theirs.abs().max().item()
+
+
+def test_a_qwen3_moe_gets_int8_experts_and_a_float_router(tmp_path):
+    write_tiny_moe(tmp_path / "src", "renormalized")
+    out = convert(tmp_path / "src", tmp_path / "dst", "modelslim-w8a8-dynamic", progress=False, device="cpu")
+    description = json.loads((out / "quant_model_description.json").read_text())
+    assert description["model.layers.0.mlp.gate.weight"] == "FLOAT"
+    assert description["model.layers.2.mlp.experts.5.down_proj.weight_scale"] == "W8A8_DYNAMIC"
+    assert description["model.layers.1.mlp.up_proj.weight"] == "W8A8_DYNAMIC"  # a dense layer (mlp_only_layers)
+    llm = LLM(str(out), device="cpu")
+    block = llm.engine.model.model.layers[0].mlp
+    assert isinstance(block.experts.quant_method, W8A8DynamicMoEMethod)
+    assert isinstance(block.gate.quant_method, UnquantizedLinearMethod)
+    assert block.experts.w13_weight.dtype == torch.int8 and block.experts.w13_weight_scale.shape == (8, 80, 1)
+    (tmp_path / "reference").mkdir()
+    _logits_near_the_dequantized_model(llm, out, tmp_path / "reference")

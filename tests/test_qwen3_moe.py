@@ -8,6 +8,7 @@ import pytest
 import torch
 from engine_checks import prefill_logits
 from tiny_llama import write_tiny_tokenizer
+from tiny_moe import CONFIG, VARIANTS, write_tiny_moe
 
 from kernelkit.layers import CheckpointMismatch, FusedMoE, ReplicatedLinear, UnquantizedLinearMethod
 from kernelkit.serve import LLM, SamplingParams
@@ -15,42 +16,14 @@ from kernelkit.serve.model import registry
 from kernelkit.serve.model.config import UnsupportedModel
 from kernelkit.serve.model.layers import MLP, SparseMoeBlock
 
-CONFIG = {
-    "vocab_size": 300, "hidden_size": 96, "intermediate_size": 72, "moe_intermediate_size": 40,
-    "num_hidden_layers": 4, "num_attention_heads": 3, "num_key_value_heads": 1, "head_dim": 32, "num_experts": 8,
-    "num_experts_per_tok": 3, "max_position_embeddings": 512, "tie_word_embeddings": False, "bos_token_id": 0,
-    "eos_token_id": 1, "rms_norm_eps": 1e-6,
-}
-VARIANTS = {  # (norm_topk_prob, decoder_sparse_step, mlp_only_layers) -> the sparse layers
-    "renormalized": ({"norm_topk_prob": True, "decoder_sparse_step": 1, "mlp_only_layers": [1]}, [0, 2, 3]),
-    "every-second": ({"norm_topk_prob": False, "decoder_sparse_step": 2, "mlp_only_layers": []}, [1, 3]),
-}
 PROMPTS = [[0, 5, 17, 33, 101], [0, 250, 7], [0, 9, 9, 9, 9, 9, 9, 9, 9, 12, 40, 41, 42], [0]]
 GREEDY = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
-
-
-def _checkpoint(path, variant):
-    """A transformers Qwen3-MoE with random weights (router rows spread out, so that top-k has no near-ties),
-    saved as transformers saves it (experts one by one, as on the Hub), with a tokenizer."""
-    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
-
-    torch.manual_seed(len(variant))
-    model = Qwen3MoeForCausalLM(Qwen3MoeConfig(**CONFIG, **VARIANTS[variant][0])).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight"):
-                param.copy_(1 + 0.1 * torch.randn_like(param))
-            else:
-                param.normal_(0, 0.5 if name.endswith("mlp.gate.weight") else 0.06)
-    model.save_pretrained(path)
-    write_tiny_tokenizer(path)
-    return model
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def tiny_moe(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
-    return request.param, path, _checkpoint(path, request.param), LLM(str(path), device="cpu")
+    return request.param, path, write_tiny_moe(path, request.param), LLM(str(path), device="cpu")
 
 
 def test_sparse_layers_and_the_router_follow_the_config(tiny_moe):
@@ -90,7 +63,7 @@ def test_same_tokens_across_batch_compositions(tiny_moe):
 def test_a_checkpoint_missing_an_expert_names_it(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    _checkpoint(tmp_path, "renormalized")
+    write_tiny_moe(tmp_path, "renormalized")
     state = load_file(str(tmp_path / "model.safetensors"))
     del state["model.layers.2.mlp.experts.5.up_proj.weight"]
     save_file(state, str(tmp_path / "model.safetensors"))

@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from kernelkit.quant.modelslim.format import quantize_weight
 from kernelkit.quant.modelslim.linear import W8A8DynamicLinearMethod
+from kernelkit.quant.modelslim.moe import W8A8DynamicMoEMethod
 from kernelkit.quant.scheme import QuantScheme
 
 DESCRIPTION_FILE = "quant_model_description.json"
@@ -106,6 +107,19 @@ class ModelSlimScheme(QuantScheme):
 
     def linear_method(self, prefix: str) -> W8A8DynamicLinearMethod | None:
         return W8A8DynamicLinearMethod() if self.quantizes(prefix) else None
+
+    def moe_method(self, prefix: str) -> W8A8DynamicMoEMethod | None:
+        """The experts' method from their ``experts.{e}.*_proj.weight`` entries, which must share one type.
+        Raises ValueError naming the layer when they do not."""
+        if self.description is None:
+            kinds = {self.type_of(prefix)}
+        else:
+            kinds = {kind for name, kind in self.types.items()
+                     if name.startswith(f"{prefix}.") and name.endswith("_proj.weight")}
+        if len(kinds) > 1:
+            raise ValueError(f"modelslim: the experts of {prefix} have several types {sorted(kinds)}; one FusedMoE "
+                             "layer takes one")
+        return W8A8DynamicMoEMethod() if kinds - {"FLOAT"} else None
 
     def __repr__(self) -> str:
         if self.description is None:

@@ -1,0 +1,50 @@
+"""``W8A8DynamicMoEMethod``: msModelSlim's W8A8_DYNAMIC experts on NVIDIA GPUs: int8 expert weights with one
+fp32 scale per output channel, activations quantized to int8 per token at run time, the Triton fused MoE
+kernel's int8 path (``kernelkit.ops.moe.fused_moe_triton``; on the CPU its reference, ``fused_moe_w8a8_ref``).
+
+Parameters (vLLM's and sglang's names for these checkpoints, as vllm-ascend's ``AscendW8A8DynamicFusedMoEMethod``
+creates them): ``w13_weight`` int8 [E, 2I, H], ``w13_weight_scale`` / ``w13_weight_offset`` fp32 [E, 2I, 1],
+``w2_weight`` int8 [E, H, I], ``w2_weight_scale`` / ``w2_weight_offset`` fp32 [E, H, 1], filled from each
+expert's ``experts.{e}.{gate,up,down}_proj.{weight,weight_scale,weight_offset}``. Offsets must be zero
+(symmetric weights), as for the linear method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from kernelkit.layers.base import MoEMethod, set_weight_attrs
+from kernelkit.layers.moe import expert_loader
+from kernelkit.ops.moe.reference import fused_moe_w8a8_ref
+
+
+@dataclass(frozen=True)
+class W8A8DynamicMoEMethod(MoEMethod):
+    """Per-channel int8 experts x per-token dynamic int8 activations."""
+
+    def create_weights(self, layer, num_experts, hidden_size, intermediate_size, params_dtype):
+        for prefix, rows, cols, stacked in (("w13", 2 * intermediate_size, hidden_size, True),
+                                            ("w2", hidden_size, intermediate_size, False)):
+            loader = expert_loader(intermediate_size, stacked)
+            for suffix, shape, dtype in (("weight", (num_experts, rows, cols), torch.int8),
+                                         ("weight_scale", (num_experts, rows, 1), torch.float32),
+                                         ("weight_offset", (num_experts, rows, 1), torch.float32)):
+                param = nn.Parameter(torch.empty(shape, dtype=dtype), requires_grad=False)
+                layer.register_parameter(f"{prefix}_{suffix}", set_weight_attrs(param, weight_loader=loader))
+
+    def process_weights_after_loading(self, layer):
+        if layer.w13_weight_offset.any() or layer.w2_weight_offset.any():
+            raise ValueError(f"{layer.prefix}: W8A8_DYNAMIC expert weight_offset is not zero (asymmetric int8 "
+                             "weights); the int8 GEMM has no zero-point term")
+
+    def apply(self, layer, x, topk_weights, topk_ids):
+        args = (layer.w13_weight, layer.w2_weight, layer.w13_weight_scale.squeeze(-1),
+                layer.w2_weight_scale.squeeze(-1))
+        if x.is_cuda:
+            from kernelkit.ops.moe.fused_moe_triton import fused_moe
+
+            return fused_moe(x, *args[:2], topk_weights, topk_ids, *args[2:])
+        return fused_moe_w8a8_ref(x, *args, topk_weights, topk_ids)
