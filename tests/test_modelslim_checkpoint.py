@@ -11,7 +11,7 @@ from engine_checks import prefill_logits
 from safetensors.torch import save_file
 from tiny_llama import CONFIG, tiny_llama_tensors, write_tiny_tokenizer
 
-from kernelkit.layers import UnquantizedLinearMethod
+from kernelkit.layers import CheckpointMismatch, UnquantizedLinearMethod
 from kernelkit.quant import SchemeError
 from kernelkit.quant.modelslim.format import dequantize_weight, quantize_weight
 from kernelkit.quant.modelslim.linear import W8A8DynamicLinearMethod
@@ -83,4 +83,29 @@ def test_a_corrupt_description_names_the_file(tmp_path):
     _write(tmp_path)
     (tmp_path / "quant_model_description.json").write_text('{"version": "1.0.0",')
     with pytest.raises(ValueError, match=r"quant_model_description.json is not valid JSON"):
+        LLM(str(tmp_path), device="cpu")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("drop model.layers.0.mlp.up_proj.weight_scale", r"missing tensors \['model.layers.0.mlp.up_proj.weight_scale'\]"),
+    ("reshape model.layers.0.self_attn.k_proj.weight_scale",
+     r"tensor model.layers.0.self_attn.k_proj.weight_scale does not fit model.layers.0.self_attn.qkv_proj"),
+    ("float model.layers.1.mlp.down_proj.weight", r"model.layers.1.mlp.down_proj.weight is torch.int8")])
+def test_checkpoints_that_disagree_with_their_description_are_named(tmp_path, damage, message):
+    """A quantized layer's tensor missing or of the wrong shape, and a layer described FLOAT whose weight is
+    int8: the error names the tensor."""
+    from safetensors.torch import load_file
+
+    _write(tmp_path)
+    action, name = damage.split()
+    shard = tmp_path / "quant_model_weights-00001-of-00001.safetensors"
+    state = load_file(str(shard))
+    if action == "drop":
+        del state[name]
+    elif action == "reshape":
+        state[name] = state[name].flatten()
+    else:
+        state[name] = quantize_weight(state[name])["weight"]
+    save_file(state, str(shard))
+    with pytest.raises(CheckpointMismatch, match=message):
         LLM(str(tmp_path), device="cpu")
