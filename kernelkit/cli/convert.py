@@ -55,6 +55,7 @@ def _print_plan(plan: Plan) -> None:
 @click.option("--calib-seqlen", default=512, show_default=True, type=click.IntRange(min=2))
 @click.option("--no-search", is_flag=True, help="awq: no scale search (round to nearest, as w4a16-rtn)")
 @click.option("--no-clip", is_flag=True, help="awq: no clipping search")
+@click.option("--no-smooth", is_flag=True, help="modelslim-*: no SmoothQuant smoothing before quantizing")
 @click.option("--ignore", multiple=True, metavar="REGEX", help="modules to leave unquantized (repeatable)")
 @click.option("--dtype", default="bf16", show_default=True, type=click.Choice(["bf16", "fp16", "fp32"]))
 @click.option("--max-shard-size", default="500MB", show_default=True,
@@ -65,8 +66,8 @@ def _print_plan(plan: Plan) -> None:
 @click.option("--allow-nonfinite", is_flag=True, help="keep NaN/Inf weights instead of failing")
 @click.option("--device", default=None, help="where to quantize (default: cuda if available)")
 def convert_cmd(src, dst, scheme, block_size, scale_ue8m0, group_size, format_, calib, calib_samples, calib_seqlen,
-                no_search, no_clip, ignore, dtype, max_shard_size, resume, overwrite, dry_run, allow_nonfinite,
-                device) -> None:
+                no_search, no_clip, no_smooth, ignore, dtype, max_shard_size, resume, overwrite, dry_run,
+                allow_nonfinite, device) -> None:
     """Convert SRC (an HF model directory or a .gguf file) into a quantized HF checkpoint at DST."""
     options = {}
     if block_size:
@@ -82,6 +83,7 @@ def convert_cmd(src, dst, scheme, block_size, scale_ue8m0, group_size, format_, 
         options["format"] = format_
     options |= {"search": False} if no_search else {}
     options |= {"clip": False} if no_clip else {}
+    options |= {"smooth": False} if no_smooth else {}
     calibration = {"samples": calib_samples, "seqlen": calib_seqlen,
                    "text": Path(calib).read_text() if calib else None}
     try:

@@ -92,6 +92,27 @@ def _runner(layer, kwargs: dict) -> Callable[[torch.nn.Module, torch.Tensor], to
     return run
 
 
+def _stack_experts(state: dict[str, torch.Tensor], layer: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A checkpoint's per-expert tensors (``mlp.experts.{e}.{gate,up,down}_proj.weight``, as on the Hub) stacked
+    into the fused expert parameters of transformers 5's MoE modules (``mlp.experts.gate_up_proj`` and
+    ``mlp.experts.down_proj``, in the orientation the module has)."""
+    params = dict(layer.named_parameters())
+    if "mlp.experts.gate_up_proj" not in params or "mlp.experts.0.gate_proj.weight" not in state:
+        return state
+    state = dict(state)
+    experts = params["mlp.experts.gate_up_proj"].shape[0]
+
+    def take(part):
+        return [state.pop(f"mlp.experts.{e}.{part}_proj.weight") for e in range(experts)]
+
+    gate, up, down = take("gate"), take("up"), take("down")
+    stacked = {"mlp.experts.gate_up_proj": torch.stack([torch.cat(gu) for gu in zip(gate, up, strict=True)]),
+               "mlp.experts.down_proj": torch.stack(down)}
+    for name, t in stacked.items():
+        state[name] = t if t.shape == params[name].shape else t.transpose(1, 2).contiguous()
+    return state
+
+
 @torch.no_grad()
 def calibrate(source, tensors: dict, scheme: QuantScheme, spill: Path, samples: int, seqlen: int,
               text: str | None, progress: bool) -> dict[str, Path]:
@@ -121,7 +142,7 @@ def calibrate(source, tensors: dict, scheme: QuantScheme, spill: Path, samples: 
             prefix = f"model.layers.{i}."
             layer = layers[i].to_empty(device="cpu")
             state = {name[len(prefix):]: t.load().float() for name, t in tensors.items() if name.startswith(prefix)}
-            missing, unexpected = layer.load_state_dict(state, strict=False)
+            missing, unexpected = layer.load_state_dict(_stack_experts(state, layer), strict=False)
             if missing or unexpected:
                 raise ConvertError(f"layer {i}: the source's tensors do not match the model: missing {missing}, "
                                    f"unexpected {unexpected}")

@@ -20,11 +20,9 @@ import copy
 import logging
 from collections.abc import Mapping, Sequence
 
-import torch
-
 from kernelkit.quant.awq.format import fake_quantize, pack_autoawq, pack_compressed_tensors, quantize
 from kernelkit.quant.awq.linear import AwqLinearMethod, PackedW4LinearMethod
-from kernelkit.quant.awq.search import apply_clip, fold_scales, search_clip, search_scales
+from kernelkit.quant.awq.search import apply_clip, capture_inputs, fold_scales, search_clip, search_scales
 from kernelkit.quant.scheme import QuantScheme
 
 log = logging.getLogger("kernelkit.quant")
@@ -114,7 +112,7 @@ class AwqScheme(QuantScheme):
         attn, mlp = layer.self_attn, layer.mlp
         linears = {f"self_attn.{p}_proj": getattr(attn, f"{p}_proj") for p in "qkvo"} | \
             {f"mlp.{p}_proj": getattr(mlp, f"{p}_proj") for p in ("gate", "up", "down")}
-        inputs = _capture_inputs(layer, run, x, [linears["self_attn.q_proj"], linears["self_attn.o_proj"],
+        inputs = capture_inputs(layer, run, x, [linears["self_attn.q_proj"], linears["self_attn.o_proj"],
                                                  linears["mlp.gate_proj"], linears["mlp.down_proj"]])
         groups = [(layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj], inputs[0], attn),
                   (layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj], inputs[2], mlp),
@@ -155,18 +153,6 @@ class AwqScheme(QuantScheme):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(group_size={self.group_size}, format={self.format!r})"
-
-
-def _capture_inputs(layer, run, x, modules) -> list[torch.Tensor]:
-    """The inputs [samples, seqlen, K] each of ``modules`` sees when the layer runs on x."""
-    seen: dict[int, list] = {id(m): [] for m in modules}
-    hooks = [m.register_forward_pre_hook(lambda mod, args: seen[id(mod)].append(args[0].detach())) for m in modules]
-    try:
-        run(layer, x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return [torch.cat(seen[id(m)]) for m in modules]
 
 
 class W4A16RtnScheme(AwqScheme):

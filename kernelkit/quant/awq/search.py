@@ -101,3 +101,16 @@ def apply_clip(linear: nn.Linear, bounds: torch.Tensor, group_size: int) -> None
     w = linear.weight.data.float().reshape(n, k // group_size, group_size)
     b = bounds[..., None]
     linear.weight.data = torch.maximum(torch.minimum(w, b), -b).reshape(n, k).to(linear.weight.dtype)
+
+
+def capture_inputs(layer, run, x, modules) -> list[torch.Tensor]:
+    """The inputs [samples, seqlen, K] each of ``modules`` sees when ``run(layer, x)`` runs the decoder layer
+    (forward pre-hooks; calibration of AWQ and of SmoothQuant smoothing)."""
+    seen: dict[int, list] = {id(m): [] for m in modules}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: seen[id(mod)].append(args[0].detach())) for m in modules]
+    try:
+        run(layer, x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [torch.cat(seen[id(m)]) for m in modules]

@@ -16,9 +16,11 @@ import json
 from pathlib import Path
 from typing import ClassVar
 
+from kernelkit.quant.awq.search import capture_inputs, fold_scales
 from kernelkit.quant.modelslim.format import quantize_weight
 from kernelkit.quant.modelslim.linear import W8A8DynamicLinearMethod
 from kernelkit.quant.modelslim.moe import W8A8DynamicMoEMethod
+from kernelkit.quant.modelslim.smooth import smooth_scales
 from kernelkit.quant.scheme import QuantScheme
 
 DESCRIPTION_FILE = "quant_model_description.json"
@@ -38,7 +40,8 @@ class ModelSlimScheme(QuantScheme):
     file_stem = "quant_model_weights"
     write_type: ClassVar[str | None] = None  # the type ``kernelkit convert`` writes (the subclasses below)
 
-    def __init__(self, description: dict | None = None, modules_to_not_convert: list[str] | None = None):
+    def __init__(self, description: dict | None = None, modules_to_not_convert: list[str] | None = None,
+                 smooth: bool = True):
         """Raises ValueError without a description for the reading scheme ``modelslim`` (convert writes with
         ``modelslim-w8a8-dynamic`` or ``modelslim-w4a8-dynamic``), or naming the first tensor whose type is
         unknown or not runnable here."""
@@ -46,7 +49,7 @@ class ModelSlimScheme(QuantScheme):
         if description is None and self.write_type is None:
             raise ValueError(f"modelslim reads msModelSlim checkpoints (their {DESCRIPTION_FILE}); to write one, "
                              "use the scheme modelslim-w8a8-dynamic or modelslim-w4a8-dynamic")
-        self.description = description
+        self.description, self.smooth = description, smooth
         self.types = {k: v for k, v in (description or {}).items() if k not in TOP_LEVEL_KEYS}
         for tensor, kind in self.types.items():
             if kind not in KNOWN:
@@ -77,7 +80,7 @@ class ModelSlimScheme(QuantScheme):
 
     def to_config(self) -> dict:
         if self.description is None:  # writing: the options (the checkpoint gets its description file)
-            return {"quant_method": self.quant_method, "write_type": self.write_type,
+            return {"quant_method": self.quant_method, "write_type": self.write_type, "smooth": self.smooth,
                     "modules_to_not_convert": self.modules_to_not_convert}
         return {"quant_method": self.quant_method, "quant_model_description": self.description}
 
@@ -90,6 +93,36 @@ class ModelSlimScheme(QuantScheme):
 
     def quantizes(self, module_name: str) -> bool:
         return self.type_of(module_name) != "FLOAT"
+
+    @property
+    def needs_calibration(self) -> bool:
+        """Writing W8A8_DYNAMIC smooths activation outliers first (SmoothQuant, ``smooth.py``) unless
+        ``smooth=False``."""
+        return self.description is None and self.smooth
+
+    def calibrate_layer(self, layer, run, x):
+        """SmoothQuant on one decoder layer: (input_layernorm -> q/k/v), (v_proj -> o_proj where the shapes
+        allow it: not under GQA), and for a dense MLP (post_attention_layernorm -> gate/up), (up_proj ->
+        down_proj); MoE blocks keep their MLP as it is (the router shares the norm's output). Returns the
+        changed norms' and linears' float weights."""
+        attn, mlp = layer.self_attn, layer.mlp
+        dense = hasattr(mlp, "gate_proj")
+        watched = [attn.q_proj, attn.o_proj] + ([mlp.gate_proj, mlp.down_proj] if dense else [])
+        inputs = capture_inputs(layer, run, x, watched)
+        groups = [("input_layernorm", layer.input_layernorm, ["q_proj", "k_proj", "v_proj"], attn, inputs[0])]
+        if attn.v_proj.weight.shape == attn.o_proj.weight.shape:
+            groups.append(("self_attn.v_proj", attn.v_proj, ["o_proj"], attn, inputs[1]))
+        if dense:
+            groups += [("post_attention_layernorm", layer.post_attention_layernorm, ["gate_proj", "up_proj"], mlp,
+                        inputs[2]), ("mlp.up_proj", mlp.up_proj, ["down_proj"], mlp, inputs[3])]
+        out = {}
+        for previous_name, previous, names, parent, inp in groups:
+            lins = [getattr(parent, n) for n in names]
+            fold_scales(previous, lins, smooth_scales(inp, lins))
+            out[f"{previous_name}.weight"] = previous.weight.data.clone()
+            parent_name = "self_attn" if parent is attn else "mlp"
+            out |= {f"{parent_name}.{n}.weight": lin.weight.data.clone() for n, lin in zip(names, lins, strict=True)}
+        return out
 
     def convert_linear(self, prefix, weight, bias):
         out = quantize_weight(weight)
