@@ -39,6 +39,19 @@ def test_silu_and_mul_kernel_matches_reference(dtype, t, d):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nan_stays_nan(dtype):
+    """A NaN input gives NaN out of both kernels (on the GPU, fp32 arithmetic makes the canonical NaN
+    0x7FFFFFFF, which the bf16 rounding once carried into -0.0)."""
+    x = torch.randn(3, 64, generator=torch.Generator().manual_seed(1)).to(dtype)
+    x[1, 5] = float("nan")
+    out = torch.empty(3, 32, dtype=dtype, device=DEVICE)
+    triton_impl.silu_and_mul(x.to(DEVICE), out)
+    assert out[1, 5].isnan() and not out[[0, 2]].isnan().any()
+    normed, _ = rms_norm(x.to(DEVICE), torch.ones(64, dtype=dtype, device=DEVICE), 1e-6)
+    assert normed[1].isnan().all() and not normed[[0, 2]].isnan().any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_rotary_kernel_matches_reference_on_strided_views(dtype):
     g = torch.Generator().manual_seed(0)
     qkv = torch.randn(9, 6, 64, generator=g).to(dtype)

@@ -15,11 +15,12 @@ import triton.language as tl
 
 @triton.jit
 def _cast(x, dtype: tl.constexpr):
-    """fp32 -> dtype, round-to-nearest-even (bf16 pre-rounded onto its grid, so the cast itself is exact)."""
+    """fp32 -> dtype, round-to-nearest-even (bf16 pre-rounded onto its grid, so the cast itself is exact). NaN
+    stays NaN: the GPU's canonical NaN 0x7FFFFFFF would round to -0.0 through the integer carry."""
     if dtype == tl.bfloat16:
         bits = x.to(tl.int32, bitcast=True)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & -65536  # -65536 == 0xFFFF0000
-        x = bits.to(tl.float32, bitcast=True)
+        x = tl.where(x != x, x, bits.to(tl.float32, bitcast=True))
     return x.to(dtype)
 
 

@@ -63,7 +63,7 @@ def _grouped_gemm_kernel(a_ptr, w_ptr, c_ptr, a_scale_ptr, w_scale_ptr, topk_wei
         if INT4:
             p = w.to(tl.int32)
             w = tl.interleave((p << 28) >> 28, (p << 24) >> 28).to(tl.int8)
-        acc = tl.dot(a, w, acc)
+        acc = tl.dot(a, w, acc, out_dtype=acc.dtype)
         a_ptrs += BLOCK_K
         w_ptrs += BLOCK_K
     if INT8:
