@@ -72,10 +72,18 @@ def test_engine_reads_a_modelslim_checkpoint_and_matches_the_dequantized_model(t
 
 @pytest.mark.parametrize("kind, message", [
     ("W9A9", "unknown type 'W9A9' of tensor 'model.layers.0.mlp.up_proj.weight'"),
-    ("W4A8_DYNAMIC", "tensor 'model.layers.0.mlp.up_proj.weight' is W4A8_DYNAMIC, which kernelkit does not run yet")])
+    ("W8A16", "tensor 'model.layers.0.mlp.up_proj.weight' is W8A16, which kernelkit does not run yet")])
 def test_descriptions_it_cannot_run_are_named(tmp_path, kind, message):
     _write(tmp_path, {"model.layers.0.mlp.up_proj.weight": kind})
     with pytest.raises(SchemeError, match=message):
+        LLM(str(tmp_path), device="cpu")
+
+
+def test_per_group_w4a8_is_refused_by_name(tmp_path):
+    _write(tmp_path, {"model.layers.0.mlp.up_proj.weight": "W4A8_DYNAMIC",
+                      "model.layers.0.mlp.up_proj.weight_scale_second": "W4A8_DYNAMIC", "group_size": 64})
+    with pytest.raises(SchemeError, match=r"up_proj.weight_scale_second': per-group W4A8_DYNAMIC \(group_size 64\) "
+                                          "is not supported"):
         LLM(str(tmp_path), device="cpu")
 
 

@@ -18,13 +18,13 @@ VARIANTS = {  # (norm_topk_prob, decoder_sparse_step, mlp_only_layers) -> the sp
     "every-second": ({"norm_topk_prob": False, "decoder_sparse_step": 2, "mlp_only_layers": []}, [1, 3]),
 }
 
-def write_tiny_moe(path: Path, variant: str):
+def write_tiny_moe(path: Path, variant: str, overrides: dict | None = None):
     """A transformers Qwen3-MoE with random weights (router rows spread out, so that top-k has no near-ties),
     saved as transformers saves it (experts one by one, as on the Hub), with a tokenizer."""
     from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
 
     torch.manual_seed(len(variant))
-    model = Qwen3MoeForCausalLM(Qwen3MoeConfig(**CONFIG, **VARIANTS[variant][0])).eval()
+    model = Qwen3MoeForCausalLM(Qwen3MoeConfig(**{**CONFIG, **(overrides or {})}, **VARIANTS[variant][0])).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):

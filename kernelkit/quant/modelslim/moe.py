@@ -1,4 +1,5 @@
-"""``W8A8DynamicMoEMethod``: msModelSlim's W8A8_DYNAMIC experts on NVIDIA GPUs: int8 expert weights with one
+"""``W8A8DynamicMoEMethod`` (and its int4 sibling ``W4A8DynamicMoEMethod``, below): msModelSlim's
+W8A8_DYNAMIC experts on NVIDIA GPUs: int8 expert weights with one
 fp32 scale per output channel, activations quantized to int8 per token at run time, the Triton fused MoE
 kernel's int8 path (``kernelkit.ops.moe.fused_moe_triton``; on the CPU its reference, ``fused_moe_w8a8_ref``).
 
@@ -19,6 +20,7 @@ from torch import nn
 from kernelkit.layers.base import MoEMethod, set_weight_attrs
 from kernelkit.layers.moe import expert_loader
 from kernelkit.ops.moe.reference import fused_moe_w8a8_ref
+from kernelkit.quant.modelslim.format import unpack_int4
 
 
 @dataclass(frozen=True)
@@ -48,3 +50,37 @@ class W8A8DynamicMoEMethod(MoEMethod):
 
             return fused_moe(x, *args[:2], topk_weights, topk_ids, *args[2:])
         return fused_moe_w8a8_ref(x, *args, topk_weights, topk_ids)
+
+
+@dataclass(frozen=True)
+class W4A8DynamicMoEMethod(W8A8DynamicMoEMethod):
+    """Per-channel int4 experts (two values per byte along the output rows, ``version`` 1.0.0) x per-token
+    dynamic int8 activations: the Triton kernel unpacks the int4 pairs in registers, so the experts' weight
+    bytes are half of W8A8's. Parameters as sglang's ``modelslim_w4a8_int8_moe`` creates them: ``w13_weight``
+    int8 [E, I, H], ``w2_weight`` int8 [E, H/2, I], scales and zero offsets fp32 [E, 2I, 1] / [E, H, 1], and
+    ``w13_scale_bias`` [E, 2I, 1], ``w2_scale_bias`` [E, H, 16] (Ascend's kernel term, loaded and unused)."""
+
+    def create_weights(self, layer, num_experts, hidden_size, intermediate_size, params_dtype):
+        super().create_weights(layer, num_experts, hidden_size, intermediate_size, params_dtype)
+        if intermediate_size % 2 or hidden_size % 2:
+            raise ValueError(f"{layer.prefix}: W4A8_DYNAMIC experts need even sizes, got H = {hidden_size}, "
+                             f"I = {intermediate_size}")
+        for prefix, rows, cols, stacked, bias_width in (("w13", intermediate_size, hidden_size, True, 1),
+                                                        ("w2", hidden_size // 2, intermediate_size, False, 16)):
+            weight = nn.Parameter(torch.empty(num_experts, rows, cols, dtype=torch.int8), requires_grad=False)
+            setattr(layer, f"{prefix}_weight", set_weight_attrs(
+                weight, weight_loader=expert_loader(intermediate_size // 2, stacked)))
+            bias_rows = 2 * intermediate_size if stacked else hidden_size
+            layer.register_parameter(f"{prefix}_scale_bias", set_weight_attrs(
+                nn.Parameter(torch.empty(num_experts, bias_rows, bias_width), requires_grad=False),
+                weight_loader=expert_loader(intermediate_size, stacked)))
+
+    def apply(self, layer, x, topk_weights, topk_ids):
+        scales = (layer.w13_weight_scale.squeeze(-1), layer.w2_weight_scale.squeeze(-1))
+        if x.is_cuda:
+            from kernelkit.ops.moe.fused_moe_triton import fused_moe
+
+            return fused_moe(x, layer.w13_weight, layer.w2_weight, topk_weights, topk_ids, *scales, int4=True)
+        w13 = unpack_int4(layer.w13_weight, 2 * layer.intermediate_size)
+        return fused_moe_w8a8_ref(x, w13, unpack_int4(layer.w2_weight, layer.hidden_size), *scales, topk_weights,
+                                  topk_ids)

@@ -5,9 +5,14 @@ The description maps every tensor name to its type (``W8A8_DYNAMIC``, ``FLOAT``,
 ``version``, ``model_quant_type``, ``metadata``, ``group_size`` and ``optional`` (msModelSlim's
 ``AscendV1Saver``). A linear module's type is its ``<prefix>.weight`` entry, as vllm-ascend's
 ``get_linear_quant_type`` and sglang's ``get_linear_scheme`` look it up; the parts of a merged q/k/v or gate/up
-layer must agree. Here ``W8A8_DYNAMIC`` (per-channel int8 weights, per-token dynamic int8 activations) runs;
-``FLOAT`` and unlisted modules stay unquantized; any other type is refused by name (W4A8_DYNAMIC is not yet
-implemented).
+layer must agree. Here ``W8A8_DYNAMIC`` (per-channel int8 weights) and per-channel ``W4A8_DYNAMIC`` (int4
+weights) run, dense and MoE, both against per-token dynamic int8 activations; ``FLOAT`` and unlisted modules
+stay unquantized; any other type, and per-group W4A8 (``weight_scale_second``), is refused by name.
+
+Writing (``modelslim-w8a8-dynamic``, ``modelslim-w4a8-dynamic``) follows msModelSlim's v1 saver: every tensor
+listed (a quantized layer's ``weight``, ``weight_scale``, ``weight_offset`` and ``scale_bias`` with its type,
+biases and the rest FLOAT), ``version`` 1.0.0, ``group_size`` 0, and ``model_quant_type`` as that saver picks
+it: W4A8_DYNAMIC is never the model's type, so a W4A8-only model reports FLOAT.
 """
 
 from __future__ import annotations
@@ -17,17 +22,17 @@ from pathlib import Path
 from typing import ClassVar
 
 from kernelkit.quant.awq.search import capture_inputs, fold_scales
-from kernelkit.quant.modelslim.format import quantize_weight
-from kernelkit.quant.modelslim.linear import W8A8DynamicLinearMethod
-from kernelkit.quant.modelslim.moe import W8A8DynamicMoEMethod
+from kernelkit.quant.modelslim.format import ROW_PARALLEL, quantize_weight, quantize_weight_w4a8
+from kernelkit.quant.modelslim.linear import W4A8DynamicLinearMethod, W8A8DynamicLinearMethod
+from kernelkit.quant.modelslim.moe import W4A8DynamicMoEMethod, W8A8DynamicMoEMethod
 from kernelkit.quant.modelslim.smooth import smooth_scales
 from kernelkit.quant.scheme import QuantScheme
 
 DESCRIPTION_FILE = "quant_model_description.json"
 TOP_LEVEL_KEYS = ("version", "model_quant_type", "metadata", "group_size", "optional", "kv_cache_type",
                   "kv_quant_type", "fa_quant_type", "packed_modules_mapping")
-RUNNABLE = {"W8A8_DYNAMIC", "FLOAT"}
-KNOWN = RUNNABLE | {"W8A8", "W8A8_MIX", "W8A16", "W4A16", "W4A8_DYNAMIC", "W16A16S", "C8"}
+RUNNABLE = {"W8A8_DYNAMIC", "W4A8_DYNAMIC", "FLOAT"}
+KNOWN = RUNNABLE | {"W8A8", "W8A8_MIX", "W8A16", "W4A16", "W16A16S", "C8"}
 
 
 class ModelSlimScheme(QuantScheme):
@@ -57,6 +62,10 @@ class ModelSlimScheme(QuantScheme):
             if kind not in RUNNABLE:
                 raise ValueError(f"modelslim: tensor {tensor!r} is {kind}, which kernelkit does not run yet "
                                  f"(supported: {sorted(RUNNABLE)})")
+            if tensor.endswith(".weight_scale_second"):
+                raise ValueError(f"modelslim: tensor {tensor!r}: per-group W4A8_DYNAMIC (group_size "
+                                 f"{(description or {}).get('group_size')}) is not supported, only per-channel")
+        self.packed_int4 = (description or {}).get("version", "1.0.0") == "1.0.0"
 
     @classmethod
     def config_from_checkpoint(cls, path: Path) -> dict:
@@ -118,32 +127,40 @@ class ModelSlimScheme(QuantScheme):
         out = {}
         for previous_name, previous, names, parent, inp in groups:
             lins = [getattr(parent, n) for n in names]
-            fold_scales(previous, lins, smooth_scales(inp, lins))
+            fold_scales(previous, lins, smooth_scales(inp, lins, 4 if self.write_type == "W4A8_DYNAMIC" else 8))
             out[f"{previous_name}.weight"] = previous.weight.data.clone()
             parent_name = "self_attn" if parent is attn else "mlp"
             out |= {f"{parent_name}.{n}.weight": lin.weight.data.clone() for n, lin in zip(names, lins, strict=True)}
         return out
 
     def convert_linear(self, prefix, weight, bias):
-        out = quantize_weight(weight)
+        if self.type_of(prefix) == "W4A8_DYNAMIC":
+            out = quantize_weight_w4a8(weight, prefix.rsplit(".", 1)[-1] in ROW_PARALLEL)
+        else:
+            out = quantize_weight(weight)
         if bias is not None:
             out["bias"] = bias.float()
         return out
 
     def extra_files(self, outputs):
         """``quant_model_description.json`` as msModelSlim's AscendV1 saver writes it: the top-level keys, then
-        every tensor of the checkpoint with its type (a quantized layer's tensors get the layer's type)."""
-        types = {name: self.write_type if quantized else "FLOAT" for name, quantized in outputs.items()}
-        head = {"version": "1.0.0", "model_quant_type": self.write_type, "metadata": {}, "group_size": 0,
-                "optional": {}}
+        every tensor of the checkpoint with its type (a quantized layer's tensors get the layer's type, its bias
+        FLOAT)."""
+        types = {name: self.write_type if quantized and not name.endswith(".bias") else "FLOAT"
+                 for name, quantized in outputs.items()}
+        head = {"version": "1.0.0", "model_quant_type": model_quant_type(set(types.values())), "metadata": {},
+                "group_size": 0, "optional": {}}
         return {DESCRIPTION_FILE: json.dumps({**head, **types}, indent=2)}
 
     def linear_method(self, prefix: str) -> W8A8DynamicLinearMethod | None:
-        return W8A8DynamicLinearMethod() if self.quantizes(prefix) else None
+        kind = self.type_of(prefix)
+        if kind == "W4A8_DYNAMIC":
+            return W4A8DynamicLinearMethod(packed=self.packed_int4)
+        return W8A8DynamicLinearMethod() if kind == "W8A8_DYNAMIC" else None
 
     def moe_method(self, prefix: str) -> W8A8DynamicMoEMethod | None:
         """The experts' method from their ``experts.{e}.*_proj.weight`` entries, which must share one type.
-        Raises ValueError naming the layer when they do not."""
+        Raises ValueError naming the layer when they do not, or for unpacked (pre-1.0.0) W4A8 experts."""
         if self.description is None:
             kinds = {self.type_of(prefix)}
         else:
@@ -152,7 +169,13 @@ class ModelSlimScheme(QuantScheme):
         if len(kinds) > 1:
             raise ValueError(f"modelslim: the experts of {prefix} have several types {sorted(kinds)}; one FusedMoE "
                              "layer takes one")
-        return W8A8DynamicMoEMethod() if kinds - {"FLOAT"} else None
+        if kinds == {"W4A8_DYNAMIC"}:
+            if not self.packed_int4:
+                raise ValueError(f"modelslim: {prefix}: W4A8_DYNAMIC experts of description version "
+                                 f"{self.description.get('version')!r} (one int4 per byte) are not supported; "
+                                 "version 1.0.0 (packed) is")
+            return W4A8DynamicMoEMethod()
+        return W8A8DynamicMoEMethod() if kinds == {"W8A8_DYNAMIC"} else None
 
     def __repr__(self) -> str:
         if self.description is None:
@@ -161,8 +184,23 @@ class ModelSlimScheme(QuantScheme):
         return f"ModelSlimScheme(version={self.description.get('version')!r}, types={types})"
 
 
+def model_quant_type(types: set[str]) -> str:
+    """msModelSlim's ``model_quant_type`` for a model of the two types kernelkit writes: W8A8_DYNAMIC if any
+    tensor is, else FLOAT (its saver hides W4A8_DYNAMIC from the model type, mixed or alone)."""
+    return "W8A8_DYNAMIC" if "W8A8_DYNAMIC" in types else "FLOAT"
+
+
 class ModelSlimW8A8DynamicScheme(ModelSlimScheme):
-    """``kernelkit convert --scheme modelslim-w8a8-dynamic``: every linear layer but lm_head as W8A8_DYNAMIC."""
+    """``kernelkit convert --scheme modelslim-w8a8-dynamic``: every linear layer but lm_head (and MoE routers)
+    as W8A8_DYNAMIC, after SmoothQuant smoothing."""
 
     name = "modelslim-w8a8-dynamic"
     write_type = "W8A8_DYNAMIC"
+
+
+class ModelSlimW4A8DynamicScheme(ModelSlimScheme):
+    """``kernelkit convert --scheme modelslim-w4a8-dynamic``: every linear layer but lm_head (and MoE routers)
+    as per-channel W4A8_DYNAMIC, after SmoothQuant smoothing."""
+
+    name = "modelslim-w4a8-dynamic"
+    write_type = "W4A8_DYNAMIC"
