@@ -1,4 +1,5 @@
-"""``kernelkit convert --scheme modelslim-w8a8-dynamic | modelslim-w4a8-dynamic`` writes what msModelSlim's AscendV1 saver writes
+"""``kernelkit convert --scheme modelslim-w8a8-dynamic | modelslim-w4a8-dynamic`` writes what
+msModelSlim's AscendV1 saver writes
 (``quant_model_weights-*`` shards with their index, every tensor in ``quant_model_description.json`` with its
 type, no ``quantization_config`` in config.json), and the engine and transformers (through ``kernelkit.eval``)
 read it back: greedy tokens equal between the two, logits close to the float model on the dequantized weights;
