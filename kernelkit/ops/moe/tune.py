@@ -21,11 +21,11 @@ def candidates(tokens: int, top_k: int, num_experts: int) -> list[dict]:
     """Launch configs worth timing: 16-row M tiles with a choice of N and K tiles and pipeline depths while an
     expert gets few rows (decode), larger tiles with L2 grouping for prefill."""
     if tokens * top_k <= 2 * num_experts:
-        space = itertools.product((16,), (32, 64, 128), (64, 128, 256), (1,), (4,), (3, 4, 5))
+        space = itertools.product((16,), (32, 64, 128), (64, 128, 256), (1,), (4,), (3, 4))
     elif tokens * top_k <= 16 * num_experts:
-        space = itertools.product((16, 32, 64), (64, 128), (64, 128), (1, 8), (4,), (3, 4))
+        space = itertools.product((16, 32, 64), (64, 128), (64, 128), (1,), (4,), (3, 4))
     else:
-        space = itertools.product((64, 128), (64, 128, 256), (64, 128), (8,), (4, 8), (3, 4))
+        space = itertools.product((64, 128), (128, 256), (64, 128), (8,), (4, 8), (3,))
     return [{"BLOCK_SIZE_M": m, "BLOCK_SIZE_N": n, "BLOCK_SIZE_K": k, "GROUP_SIZE_M": gm, "num_warps": w,
              "num_stages": st} for m, n, k, gm, w, st in space]
 
