@@ -52,7 +52,8 @@ SHAPES = {"smollm2": SMOLLM2, "llama3-8b": LLAMA3_8B, "qwen3-30b-a3b": QWEN3_30B
 
 
 @pytest.mark.parametrize("shape, quant", [("smollm2", "bf16"), ("llama3-8b", "bf16"), ("llama3-8b", "fp8-block"),
-                                         ("llama3-8b", "awq"), ("qwen3-30b-a3b", "bf16")])
+                                         ("llama3-8b", "awq"), ("qwen3-30b-a3b", "bf16"),
+                                         ("qwen3-30b-a3b", "modelslim-w8a8"), ("qwen3-30b-a3b", "modelslim-w4a8")])
 def bench_offline_throughput(record, tmp_path, shape, quant):
     config = SHAPES[shape]
     model = make_model_dir(tmp_path / shape, config, quant=quant)
@@ -125,7 +126,9 @@ def _unfused_state_dict(model) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("shape, quant, eager", [("llama3-8b", "bf16", False), ("llama3-8b", "bf16", True),
                                                  ("llama3-8b", "fp8-block", False), ("llama3-8b", "fp8-block", True),
-                                                 ("llama3-8b", "awq", False), ("qwen3-30b-a3b", "bf16", False)])
+                                                 ("llama3-8b", "awq", False), ("qwen3-30b-a3b", "bf16", False),
+                                                 ("qwen3-30b-a3b", "modelslim-w8a8", False),
+                                                 ("qwen3-30b-a3b", "modelslim-w4a8", False)])
 def bench_decode_step_batch1(record, tmp_path, shape, quant, eager):
     config = SHAPES[shape]
     model = make_model_dir(tmp_path / shape, config, quant=quant)

@@ -26,17 +26,37 @@ FP8_BLOCK = {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic
 AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm",
        "modules_to_not_convert": ["lm_head", "embed_tokens"]}
 QUANT = {"bf16": None, "fp8-block": FP8_BLOCK, "awq": AWQ}
+MODELSLIM = {"modelslim-w8a8": "W8A8_DYNAMIC", "modelslim-w4a8": "W4A8_DYNAMIC"}
+
+
+def modelslim_description(config: dict, kind: str) -> dict:
+    """A msModelSlim description for random weights of ``config``: every attention and MLP or expert
+    projection's weight of type ``kind`` (routers, embeddings, norms and lm_head FLOAT, as unlisted)."""
+    out = {"version": "1.0.0", "model_quant_type": kind, "metadata": {}, "group_size": 0, "optional": {}}
+    experts = config.get("num_experts", 0)
+    for layer in range(config["num_hidden_layers"]):
+        p = f"model.layers.{layer}."
+        names = [f"self_attn.{x}_proj" for x in "qkvo"]
+        if experts and layer not in config.get("mlp_only_layers", []):
+            names += [f"mlp.experts.{e}.{x}_proj" for e in range(experts) for x in ("gate", "up", "down")]
+        else:
+            names += [f"mlp.{x}_proj" for x in ("gate", "up", "down")]
+        out |= {f"{p}{n}.weight": kind for n in names}
+    return out
 
 
 def make_model_dir(path: Path, config: dict, fp8_block: bool = False, quant: str | None = None) -> Path:
-    """Write config.json (+ quantization_config: fp8-block, or ``quant`` as a QUANT name) and a tokenizer with
-    one word per token id."""
+    """Write config.json (+ quantization_config: fp8-block, or ``quant`` as a QUANT name; for a MODELSLIM name
+    a quant_model_description.json instead) and a tokenizer with one word per token id."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
     qc = FP8_BLOCK if fp8_block else QUANT.get(quant or "bf16")
     (path / "config.json").write_text(json.dumps(config | ({"quantization_config": qc} if qc else {})))
+    if quant in MODELSLIM:
+        (path / "quant_model_description.json").write_text(json.dumps(modelslim_description(config,
+                                                                                            MODELSLIM[quant])))
     words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(config["vocab_size"])}, unk_token="w0"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=words, eos_token=f"w{config['eos_token_id']}").save_pretrained(path)

@@ -121,3 +121,7 @@ def test_a_qwen3_moe_gets_int_experts_and_a_float_router(tmp_path, scheme):
     assert block.experts.w13_weight.shape == (8, rows, 96) and block.experts.w13_weight_scale.shape == (8, 96, 1)
     (tmp_path / "reference").mkdir()
     _logits_near_the_dequantized_model(llm, out, tmp_path / "reference")
+    dummy = LLM(str(out), device="cpu", load_format="dummy")  # random experts drawn and quantized per projection
+    assert dummy.engine.model.model.layers[0].mlp.experts.w13_weight.any()
+    out = dummy.generate([PROMPTS[0]], SamplingParams(temperature=0, max_tokens=3, ignore_eos=True))[0]
+    assert len(out.token_ids) == 3

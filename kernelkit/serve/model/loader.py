@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from kernelkit.layers import LinearBase, UnquantizedLinearMethod, load_checkpoint, load_tensors
+from kernelkit.layers import FusedMoE, LinearBase, UnquantizedLinearMethod, load_checkpoint, load_tensors
+from kernelkit.layers.moe import UnquantizedFusedMoEMethod
 from kernelkit.quant import checkpoint_quantization_config, scheme_from_config
 from kernelkit.serve.model import registry
 
@@ -42,12 +43,27 @@ def load_model(path: str | Path, dtype: torch.dtype, device: str | torch.device,
 
 @torch.no_grad()
 def random_weights(model, scheme, seed: int = 0) -> None:
-    """N(0, 0.02) weights (norms at 1) in the checkpoint's own form: each part of each linear layer is drawn
-    in float and converted by the scheme, as ``kernelkit convert`` would (vLLM's dummy format), so one part
-    at a time is held in float. For benchmarks on real shapes without a checkpoint."""
+    """N(0, 0.02) weights (norms at 1) in the checkpoint's own form: each part of each linear layer, and each
+    projection of each expert of quantized experts, is drawn in float and converted by the scheme, as
+    ``kernelkit convert`` would (vLLM's dummy format), so one part at a time is held in float. For benchmarks
+    on real shapes without a checkpoint."""
     torch.manual_seed(seed)
 
+    def expert_tensors(moe):
+        device = moe.w13_weight.device
+        h, i = moe.hidden_size, moe.intermediate_size
+        for e in range(moe.num_experts):
+            for part, shape in (("gate_proj", (i, h)), ("up_proj", (i, h)), ("down_proj", (h, i))):
+                prefix = f"{moe.prefix}.{e}.{part}"
+                w = torch.randn(shape, dtype=torch.get_default_dtype(), device=device) * 0.02
+                yield from ((f"{prefix}.{suffix}", t, "dummy") for suffix, t in scheme.convert_linear(prefix, w,
+                                                                                                     None).items())
+
     def tensors():
+        quantized_moe = [m for m in model.modules() if isinstance(m, FusedMoE)
+                         and not isinstance(m.quant_method, UnquantizedFusedMoEMethod)]
+        for moe in quantized_moe:
+            yield from expert_tensors(moe)
         for module in model.modules():
             if isinstance(module, LinearBase):
                 quantized = not isinstance(module.quant_method, UnquantizedLinearMethod)
@@ -60,7 +76,7 @@ def random_weights(model, scheme, seed: int = 0) -> None:
                     yield from ((f"{prefix}.{suffix}", t, "dummy") for suffix, t in out.items())
         for name, param in model.named_parameters():
             owner = model.get_submodule(name.rpartition(".")[0])
-            if not isinstance(owner, LinearBase):
+            if not isinstance(owner, LinearBase) and owner not in quantized_moe:
                 value = torch.ones_like(param) if name.endswith("norm.weight") else torch.randn_like(param) * 0.02
                 yield name, value, "dummy"
 
