@@ -59,3 +59,11 @@ def test_info_shows_extras_literally(cli):
         pytest.skip("every backend is installed here")
     out = cli("info")
     assert "pip install 'kernelkit[" in out.output and "pip install 'kernelkit')" not in out.output
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message without a GPU")
+def test_tune_moe_without_a_gpu_and_with_bad_tokens(cli):
+    out = cli("tune", "moe", "--tokens", "1,16")
+    assert out.exit_code == 1 and "kernelkit tune moe needs a CUDA GPU" in out.output
+    out = cli("tune", "moe", "--tokens", "1,x")
+    assert out.exit_code == 2 and "expected comma-separated integers, got '1,x'" in out.output

@@ -9,7 +9,7 @@ import click
 from kernelkit.ops.moe import configs
 
 
-def _ints(text: str) -> list[int]:
+def _ints(ctx, param, text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
@@ -31,17 +31,18 @@ def tune() -> None:
 @click.option("--top-k", default=8, show_default=True, help="experts per token")
 @click.option("--dtype", type=click.Choice(["bf16", *[d for d in configs.DTYPES if d]]), default="bf16",
               show_default=True, help="expert weight type")
-@click.option("--tokens", default="1,16,64,512,4096", show_default=True, help="token counts T to tune")
+@click.option("--tokens", default="1,16,64,512,4096", show_default=True, callback=_ints,
+              help="token counts T to tune")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=configs.CONFIG_DIR,
               show_default=True, help="where the JSON file goes (merged into an existing one)")
-def moe_cmd(experts: int, hidden: int, inter: int, top_k: int, dtype: str, tokens: str, out_dir: Path) -> None:
+def moe_cmd(experts: int, hidden: int, inter: int, top_k: int, dtype: str, tokens: list[int], out_dir: Path) -> None:
     """Time a small space of launch configs per token count over one whole MoE layer (random weights, checked
     against the reference) and write the fastest as E=...,N=...,device_name=...[,dtype=...].json."""
     from kernelkit.ops.moe import tune as tuning
 
     weight_dtype = None if dtype == "bf16" else dtype
     try:
-        table = tuning.tune(experts, hidden, inter, top_k, weight_dtype, _ints(tokens), log=click.echo)
+        table = tuning.tune(experts, hidden, inter, top_k, weight_dtype, tokens, log=click.echo)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"wrote {tuning.write(table, experts, inter, weight_dtype, out_dir)}")
