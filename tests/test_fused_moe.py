@@ -111,3 +111,51 @@ def test_tuned_config_files_are_found_by_vllms_names(tmp_path, monkeypatch):
     finally:
         configs.get_config.cache_clear()
         configs._load.cache_clear()
+
+
+@pytest.mark.parametrize("bits", [16, 8, 4])
+def test_fused_experts_op_runs_every_weight_type_and_has_a_fake(bits):
+    """``kernelkit::fused_experts``: on the GPU the Triton kernels against the reference; on the CPU float
+    experts go through ``torch._grouped_mm`` against the per-expert definition. Its fake gives x's shape."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from kernelkit.ops.moe.ops import fused_experts
+
+    g = torch.Generator().manual_seed(bits)
+    weights, ids = _routing(9, g)
+    dtype = torch.bfloat16 if DEVICE == "cuda" or bits != 16 else torch.float32
+    x = _x(9, dtype, g)
+    if bits == 16:
+        w13, w2 = ((torch.randn(E, n, k, generator=g) * 0.2).to(dtype) for n, k in ((2 * INTER, H), (H, INTER)))
+        args, scales = (w13, w2), ()
+        expected = reference.fused_moe_ref(x.cpu(), w13, w2, weights.cpu(), ids.cpu())
+    else:
+        w13, w2, s13, s2 = _int_weights(g, bits)
+        args, scales = ((pack_int4(w13), pack_int4(w2)) if bits == 4 else (w13, w2)), (s13, s2)
+        expected = reference.fused_moe_w8a8_ref(x.cpu(), w13, w2, s13, s2, weights.cpu(), ids.cpu())
+    on = [t.to(DEVICE) for t in (*args, weights, ids, *scales)]
+    ours = fused_experts(x, *on[:2], on[2], on[3], *on[4:], int4=bits == 4).float().cpu()
+    _check_nan_rows(ours, 9)
+    scale = expected[torch.isfinite(expected)].abs().max().item()
+    torch.testing.assert_close(ours, expected.float(), rtol=3e-2, atol=3e-2 * scale, equal_nan=True)
+    assert fused_experts(x[:0], *on[:2], on[2][:0], on[3][:0], *on[4:], int4=bits == 4).shape == (0, H)
+    with FakeTensorMode() as mode:
+        fake = [mode.from_tensor(t) for t in (x, *on)]
+        assert fused_experts(fake[0], *fake[1:3], fake[3], fake[4], *fake[5:], int4=bits == 4).shape == (9, H)
+
+
+def test_fused_experts_rejects_what_does_not_fit():
+    from kernelkit.ops.moe.ops import fused_experts
+
+    g = torch.Generator().manual_seed(0)
+    w13, w2, s13, s2 = _int_weights(g, 8)
+    weights, ids = _routing(3, g)
+    x = torch.randn(3, H)
+    with pytest.raises(ValueError, match="need w13_scale and w2_scale"):
+        fused_experts(x, w13, w2, weights, ids)
+    with pytest.raises(ValueError, match="do not fit x"):
+        fused_experts(x[:, :-1], w13, w2, weights, ids, s13, s2)
+    with pytest.raises(ValueError, match="topk_weights/topk_ids"):
+        fused_experts(x, w13, w2, weights[:2], ids, s13, s2)
+    with pytest.raises(ValueError, match="do not fit x"):
+        fused_experts(x.bfloat16(), w13.float(), w2.float(), weights, ids)

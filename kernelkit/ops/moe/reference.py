@@ -63,6 +63,23 @@ def fused_moe_w8a8_ref(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, w13
     return out.to(x.dtype)
 
 
+def fused_experts_ref(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
+                      topk_ids: torch.Tensor, w13_scale: torch.Tensor | None = None,
+                      w2_scale: torch.Tensor | None = None, int4: bool = False) -> torch.Tensor:
+    """The ``fused_experts`` op's definition over its three weight types: float experts (``fused_moe_ref``; on
+    the CPU ``fused_moe_grouped_mm`` where torch takes the dtype, the same function faster), int8 experts with
+    scales (``fused_moe_w8a8_ref``), and packed int4 experts (``int4``: [E, I, H] and [E, H/2, I], unpacked to
+    int8 first, msModelSlim's packing), arguments as ``ops.fused_experts``."""
+    if w13_scale is None:
+        fast = x.shape[0] and x.device.type == "cpu" and grouped_mm_supported(x)
+        return (fused_moe_grouped_mm if fast else fused_moe_ref)(x, w13, w2, topk_weights, topk_ids)
+    if int4:
+        from kernelkit.quant.modelslim.format import unpack_int4
+
+        w13, w2 = unpack_int4(w13, w13_scale.shape[1]), unpack_int4(w2, w2_scale.shape[1])
+    return fused_moe_w8a8_ref(x, w13, w2, w13_scale, w2_scale, topk_weights, topk_ids)
+
+
 def fused_moe_dense(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights: torch.Tensor,
                     topk_ids: torch.Tensor) -> torch.Tensor:
     """The same as :func:`fused_moe_ref` with every expert applied to every token and weighted by its routing

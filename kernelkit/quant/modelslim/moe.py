@@ -1,7 +1,7 @@
 """``W8A8DynamicMoEMethod`` (and its int4 sibling ``W4A8DynamicMoEMethod``, below): msModelSlim's
 W8A8_DYNAMIC experts on NVIDIA GPUs: int8 expert weights with one
 fp32 scale per output channel, activations quantized to int8 per token at run time, the Triton fused MoE
-kernel's int8 path (``kernelkit.ops.moe.fused_moe_triton``; on the CPU its reference, ``fused_moe_w8a8_ref``).
+kernel's int8 path through the ``fused_experts`` op (``kernelkit.ops.moe``; on the CPU its reference).
 
 Parameters (vLLM's and sglang's names for these checkpoints, as vllm-ascend's ``AscendW8A8DynamicFusedMoEMethod``
 creates them): ``w13_weight`` int8 [E, 2I, H], ``w13_weight_scale`` / ``w13_weight_offset`` fp32 [E, 2I, 1],
@@ -19,13 +19,14 @@ from torch import nn
 
 from kernelkit.layers.base import MoEMethod, set_weight_attrs
 from kernelkit.layers.moe import expert_loader
-from kernelkit.ops.moe.reference import fused_moe_w8a8_ref
-from kernelkit.quant.modelslim.format import unpack_int4
+from kernelkit.ops.moe.ops import fused_experts
 
 
 @dataclass(frozen=True)
 class W8A8DynamicMoEMethod(MoEMethod):
     """Per-channel int8 experts x per-token dynamic int8 activations."""
+
+    int4 = False
 
     def create_weights(self, layer, num_experts, hidden_size, intermediate_size, params_dtype):
         for prefix, rows, cols, stacked in (("w13", 2 * intermediate_size, hidden_size, True),
@@ -43,13 +44,8 @@ class W8A8DynamicMoEMethod(MoEMethod):
                              "weights); the int8 GEMM has no zero-point term")
 
     def apply(self, layer, x, topk_weights, topk_ids):
-        args = (layer.w13_weight, layer.w2_weight, layer.w13_weight_scale.squeeze(-1),
-                layer.w2_weight_scale.squeeze(-1))
-        if x.is_cuda:
-            from kernelkit.ops.moe.fused_moe_triton import fused_moe
-
-            return fused_moe(x, *args[:2], topk_weights, topk_ids, *args[2:])
-        return fused_moe_w8a8_ref(x, *args, topk_weights, topk_ids)
+        return fused_experts(x, layer.w13_weight, layer.w2_weight, topk_weights, topk_ids, layer.w13_weight_scale,
+                             layer.w2_weight_scale, int4=self.int4)
 
 
 @dataclass(frozen=True)
@@ -59,6 +55,8 @@ class W4A8DynamicMoEMethod(W8A8DynamicMoEMethod):
     bytes are half of W8A8's. Parameters as sglang's ``modelslim_w4a8_int8_moe`` creates them: ``w13_weight``
     int8 [E, I, H], ``w2_weight`` int8 [E, H/2, I], scales and zero offsets fp32 [E, 2I, 1] / [E, H, 1], and
     ``w13_scale_bias`` [E, 2I, 1], ``w2_scale_bias`` [E, H, 16] (Ascend's kernel term, loaded and unused)."""
+
+    int4 = True
 
     def create_weights(self, layer, num_experts, hidden_size, intermediate_size, params_dtype):
         super().create_weights(layer, num_experts, hidden_size, intermediate_size, params_dtype)
@@ -75,12 +73,3 @@ class W4A8DynamicMoEMethod(W8A8DynamicMoEMethod):
                 nn.Parameter(torch.empty(num_experts, bias_rows, bias_width), requires_grad=False),
                 weight_loader=expert_loader(intermediate_size, stacked)))
 
-    def apply(self, layer, x, topk_weights, topk_ids):
-        scales = (layer.w13_weight_scale.squeeze(-1), layer.w2_weight_scale.squeeze(-1))
-        if x.is_cuda:
-            from kernelkit.ops.moe.fused_moe_triton import fused_moe
-
-            return fused_moe(x, layer.w13_weight, layer.w2_weight, topk_weights, topk_ids, *scales, int4=True)
-        w13 = unpack_int4(layer.w13_weight, 2 * layer.intermediate_size)
-        return fused_moe_w8a8_ref(x, w13, unpack_int4(layer.w2_weight, layer.hidden_size), *scales, topk_weights,
-                                  topk_ids)
