@@ -1,9 +1,13 @@
 """Weight-only dequantize each quantized checkpoint back into its HF model class and compare logits with the
 bf16 source model (activation quantization is not simulated). Confirms the unpacking/scale conventions and that
 smoothing was folded correctly into the float norms / weights."""
-import sys, json, torch
+import json
+import sys
+
+import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
 
 def unpack(p):
     lo = (p << 4) >> 4; hi = p >> 4

@@ -1,9 +1,10 @@
 """Build the two random-weight tiny source models (Qwen3 dense and Qwen3-MoE) with a small offline tokenizer."""
-import os, sys
+import os
+import sys
+
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers, decoders
-from transformers import (PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM,
-                          Qwen3MoeConfig, Qwen3MoeForCausalLM)
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else "/work/msms-out"
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -1,7 +1,10 @@
 """Sanity-check the layout: unpack W4A8 int4 (low nibble = even output row), check scale_bias formula, and
 compare dequantized weights of un-smoothed linears with the bf16 source weights."""
-import sys, torch
+import sys
+
+import torch
 from safetensors.torch import load_file
+
 
 def unpack(p):  # p int8 [N/2, K] -> int8 [N, K]
     lo = (p << 4) >> 4          # sign-extended low nibble
