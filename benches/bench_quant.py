@@ -79,7 +79,8 @@ def bench_per_token_group_quant_fp8(benchmark, record, copy_gbs, t, h):
     row = _row(t, h, nbytes, timings, copy_gbs)
     row["cuda col-major TMA µs"] = f"{timings_cm * 1e3:.1f}"
     row["copy GB/s"] = f"{copy_gbs:.0f}"
-    record("per_token_group_quant_fp8", row)
+    record("per_token_group_quant_fp8", row, ours={n: timings[n] for n in ("cuda", "cuda-nvrtc", "triton")},
+           peers={n: timings[n] for n in ("torch", "torch.compile")}, nbytes=nbytes)
     benchmark.extra_info.update(row)
     x, q, s = sets[0]
     benchmark.pedantic(lambda: (impls["cuda"](x, q, s), torch.cuda.synchronize()), rounds=20, warmup_rounds=2)
@@ -121,7 +122,8 @@ def bench_per_token_quant_int8(benchmark, record, copy_gbs, t, h):
     }
     timings = {name: median_ms(fn, sets) for name, fn in impls.items()}
     row = _row(t, h, nbytes, timings, copy_gbs, ours=("triton",))
-    record("per_token_quant_int8", row)
+    record("per_token_quant_int8", row, ours={"triton": timings["triton"]},
+           peers={n: timings[n] for n in ("torch", "torch.compile")}, nbytes=nbytes)
     benchmark.extra_info.update(row)
     x, q, s = sets[0]
     benchmark.pedantic(lambda: (impls["triton"](x, q, s), torch.cuda.synchronize()), rounds=20, warmup_rounds=2)
@@ -148,7 +150,8 @@ def bench_per_tensor_quant_fp8(benchmark, record, copy_gbs, t, dynamic):
     timings = {name: median_ms(fn, sets) for name, fn in impls.items()}
     row = {"mode": "dynamic" if dynamic else "static"}
     row.update(_row(t, h, nbytes, timings, copy_gbs, ours=tuple(n for n in ("triton", "cute") if n in impls)))
-    record("per_tensor_quant_fp8", row)
+    record("per_tensor_quant_fp8", row, ours={n: t for n, t in timings.items() if not n.startswith("torch")},
+           peers={n: t for n, t in timings.items() if n.startswith("torch")}, nbytes=nbytes)
     benchmark.extra_info.update(row)
     x, q, s = sets[0]
     benchmark.pedantic(lambda: (impls["triton"](x, q, s), torch.cuda.synchronize()), rounds=20, warmup_rounds=2)

@@ -1,9 +1,23 @@
 """Benchmark set-up: result rows are gathered and written as markdown tables to $KERNELKIT_BENCH_OUT
-(default benches/out/) at the end of the session. GPU-only benches skip without a GPU (../conftest.py)."""
+(default benches/out/) at the end of the session, with the same measurements as numbers in ``timings.json``
+beside them (the regression suite's input: ``benches/regress.py`` compares it with the device's baseline under
+``benches/baselines/``, ``benches/plots.py`` draws it). GPU-only benches skip without a GPU (../conftest.py).
+
+``timings.json`` (format ``kernelkit-bench-timings/1``)::
+
+    {"format": "kernelkit-bench-timings/1", "device": "NVIDIA H200", "date": "2026-12-07", "torch": "2.11.0+cu130",
+     "copy_gbs": 4250.0,                      # the device's measured copy rate (the roof of memory-bound kernels)
+     "cases": {"bench_quant.py::bench_per_token_group_quant_fp8[1-2048]": {
+         "table": "per_token_group_quant_fp8", "params": {"t": 1, "h": 2048},
+         "nbytes": 4224, "flops": null,       # minimum traffic and arithmetic of one call, when they mean something
+         "ours": {"cuda": 0.0021, "triton": 0.0030},         # kernelkit's times, ms: these are guarded
+         "peers": {"torch.compile": 0.0041}}}}                # baselines' times, ms: drawn, not guarded
+"""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from pathlib import Path
 
@@ -11,13 +25,44 @@ import pytest
 import torch
 
 HAS_GPU = torch.cuda.is_available()
+FORMAT = "kernelkit-bench-timings/1"
 _ROWS: dict[str, list[dict]] = {}
+_CASES: dict[str, dict] = {}
 
 
-@pytest.fixture(scope="session")
-def record():
-    """record(table, row_dict): add a row to a named results table."""
-    return lambda table, row: _ROWS.setdefault(table, []).append(row)
+def _plain(value):
+    return value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+
+
+@pytest.fixture
+def record(request):
+    """record(table, row, ours=None, peers=None, nbytes=None, flops=None): add a row to a named results table
+    and, when ``ours`` (kernelkit's times in ms by implementation) is given, the case's numbers to
+    ``timings.json``; ``peers`` are the baselines' times in ms."""
+    node = request.node
+    case_id = f"{node.path.name}::{node.name}"
+    params = {k: _plain(v) for k, v in getattr(getattr(node, "callspec", None), "params", {}).items()}
+
+    def add(table: str, row: dict, ours: dict[str, float] | None = None, peers: dict[str, float] | None = None,
+            nbytes: int | None = None, flops: int | None = None) -> None:
+        _ROWS.setdefault(table, []).append(row)
+        if ours:
+            _CASES[case_id] = {"table": table, "params": params, "nbytes": nbytes, "flops": flops,
+                               "ours": dict(ours), "peers": dict(peers or {})}
+
+    return add
+
+
+def write_timings(out: Path, device: str) -> Path:
+    copy_gbs = None
+    if HAS_GPU and any(c["nbytes"] for c in _CASES.values()):
+        from kernelkit.ops.timing import copy_bandwidth_gbs
+
+        copy_gbs = copy_bandwidth_gbs()
+    path = out / "timings.json"
+    path.write_text(json.dumps({"format": FORMAT, "device": device, "date": str(datetime.date.today()),
+                                "torch": torch.__version__, "copy_gbs": copy_gbs, "cases": _CASES}, indent=1))
+    return path
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -33,3 +78,5 @@ def pytest_sessionfinish(session, exitstatus):
         lines += ["| " + " | ".join(str(r.get(c, "–")) for c in cols) + " |" for r in rows]
         (out / f"{table}.md").write_text("\n".join(lines) + "\n")
         print(f"\n## {table} ({device})\n" + "\n".join(lines[1:]))
+    if _CASES:
+        write_timings(out, device)

@@ -93,11 +93,12 @@ case "$mode" in
   tune)
     timeout -s INT ${LIMIT_S:-570} python3 scripts/tune_gemm.py ${TUNE_ARGS:-} 2>&1 | tee -a "$OUT/tune.txt" | tail -n 40
     tar czf "$OUT/configs.tgz" -C kernelkit/ops/gemm configs ;;
-  tune-moe)  # MOE_DTYPES="bf16 int8_w8a8 int4_w4a8"; configs under $OUT/moe-configs (commit them)
+  tune-moe)  # MOE_DTYPES="bf16 int8_w8a8 int4_w4a8"; configs in $OUT/moe-configs.tgz (commit them)
     for dtype in ${MOE_DTYPES:-bf16 int8_w8a8 int4_w4a8}; do
       timeout -s INT ${LIMIT_S:-180} python3 -m kernelkit tune moe --dtype "$dtype" ${TUNE_ARGS:-} \
         --out "$OUT/moe-configs" 2>&1 | tee -a "$OUT/tune-moe.txt" | grep -E "^T=[0-9]+:|wrote|Error"
-    done ;;
+    done
+    tar czf "$OUT/moe-configs.tgz" -C "$OUT" moe-configs ;;  # vLLM's file names have '=' and ',': one archive
   profile)
     for flag in "" --fp8; do
       timeout -s INT ${LIMIT_S:-280} python3 scripts/profile_decode.py $flag --out "$OUT" 2>&1 | tail -n 45
