@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from kernelkit import __version__
+from kernelkit.cli.bench import bench
 from kernelkit.cli.convert import convert_cmd
 from kernelkit.cli.demo import demo, model_path
 from kernelkit.cli.eval import eval_group
@@ -29,3 +30,4 @@ main.add_command(model_path)
 main.add_command(serve_cmd)
 main.add_command(generate_cmd)
 main.add_command(tune)
+main.add_command(bench)
