@@ -12,6 +12,7 @@
 # Carry .whl and .whl-cute (../shared/device/fetch-wheels.sh fetches them); for the serving benches carry .whl and
 # .whl-serve instead (scripts/fetch_serve_wheels.sh; .whl-cute does not fit beside it in 64 MiB).
 # Logs and tables go to $OUT. LIMIT_S caps pytest (SIGINT, so the tables gathered so far are still written).
+# PREBUILD=0 skips building the tvm-ffi specializations first (for runs that use none: the Triton MoE, serving).
 set -uo pipefail
 mode=${1:-tests}
 OUT=${OUT:-/tmp/kk-out}
@@ -104,7 +105,7 @@ case "$mode" in
       timeout -s INT ${LIMIT_S:-280} python3 scripts/profile_decode.py $flag --out "$OUT" 2>&1 | tail -n 45
     done ;;
   tests)
-    prebuild 2>&1 | tail -n 1
+    [ "${PREBUILD:-1}" = 1 ] && prebuild 2>&1 | tail -n 1
     gpu_tests="tests/test_quant_gpu.py tests/test_gemm_gpu.py tests/test_serve_gpu.py tests/test_quant_triton.py
       tests/test_layer_ops.py tests/test_serve_attention.py tests/test_gemm.py tests/test_w4a16.py tests/test_w4a16_mma.py
       tests/test_moe_align.py tests/test_fused_moe.py tests/test_qwen3_moe.py tests/test_int8_gemm.py
@@ -112,7 +113,7 @@ case "$mode" in
     timeout -s INT ${LIMIT_S:-570} python3 -m pytest ${TESTS:-$gpu_tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 --timeout=90 ${PYTEST_V:-} -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
     sass_check ;;
   bench)
-    prebuild 2>&1 | tail -n 1
+    [ "${PREBUILD:-1}" = 1 ] && prebuild 2>&1 | tail -n 1
     torch_cuda_vs_cpu 2>&1 | tee "$OUT/torch_cuda_vs_cpu.txt"
     if [ -n "${NCU:-}" ]; then
       ncu --section SpeedOfLight --section Occupancy -k regex:per_token_group_quant_8bit_kernel -c 1 \
