@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kernelkit.ops.int4_pack import pack_int4
 from kernelkit.ops.moe import fused_moe_triton, reference, triton_impl
 from kernelkit.ops.timing import copy_bandwidth_gbs, median_ms
-from kernelkit.quant.modelslim.format import pack_int4
 
 pytestmark = pytest.mark.gpu
 EXPERTS, TOP_K, BLOCK, HIDDEN, INTER = 128, 8, 64, 2048, 768

@@ -3,29 +3,21 @@
 beside them (the regression suite's input: ``benches/regress.py`` compares it with the device's baseline under
 ``benches/baselines/``, ``benches/plots.py`` draws it). GPU-only benches skip without a GPU (../conftest.py).
 
-``timings.json`` (format ``kernelkit-bench-timings/1``)::
-
-    {"format": "kernelkit-bench-timings/1", "device": "NVIDIA H200", "date": "2026-12-07", "torch": "2.11.0+cu130",
-     "copy_gbs": 4250.0,                      # the device's measured copy rate (the roof of memory-bound kernels)
-     "cases": {"bench_quant.py::bench_per_token_group_quant_fp8[1-2048]": {
-         "table": "per_token_group_quant_fp8", "params": {"t": 1, "h": 2048},
-         "nbytes": 4224, "flops": null,       # minimum traffic and arithmetic of one call, when they mean something
-         "ours": {"cuda": 0.0021, "triton": 0.0030},         # kernelkit's times, ms: these are guarded
-         "peers": {"torch.compile": 0.0041}}}}                # baselines' times, ms: drawn, not guarded
+``timings.json``: its format is defined in ``kernelkit/bench/timings.py``.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from kernelkit.bench import timings
+
 HAS_GPU = torch.cuda.is_available()
-FORMAT = "kernelkit-bench-timings/1"
 _ROWS: dict[str, list[dict]] = {}
 _CASES: dict[str, dict] = {}
 
@@ -53,18 +45,6 @@ def record(request):
     return add
 
 
-def write_timings(out: Path, device: str) -> Path:
-    copy_gbs = None
-    if HAS_GPU and any(c["nbytes"] for c in _CASES.values()):
-        from kernelkit.ops.timing import copy_bandwidth_gbs
-
-        copy_gbs = copy_bandwidth_gbs()
-    path = out / "timings.json"
-    path.write_text(json.dumps({"format": FORMAT, "device": device, "date": str(datetime.date.today()),
-                                "torch": torch.__version__, "copy_gbs": copy_gbs, "cases": _CASES}, indent=1))
-    return path
-
-
 def pytest_sessionfinish(session, exitstatus):
     if not _ROWS:
         return
@@ -79,4 +59,4 @@ def pytest_sessionfinish(session, exitstatus):
         (out / f"{table}.md").write_text("\n".join(lines) + "\n")
         print(f"\n## {table} ({device})\n" + "\n".join(lines[1:]))
     if _CASES:
-        write_timings(out, device)
+        timings.write(out / "timings.json", _CASES, device)

@@ -1,4 +1,4 @@
-"""Pictures of a bench run: one PNG per results table of a ``timings.json`` (``benches/conftest.py``).
+"""Pictures of a bench run: one PNG per results table of a ``timings.json`` (``kernelkit/bench/timings.py``).
 
 usage: python benches/plots.py TIMINGS [--out DIR]      (default: the folder of TIMINGS)
 
@@ -19,7 +19,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from regress import load  # noqa: E402
+
+from kernelkit.bench.timings import load  # noqa: E402
 
 X_PARAMS = ("t", "tokens", "m")
 

@@ -1,5 +1,5 @@
-"""The benches' regression check: compare a run's ``timings.json`` (``benches/conftest.py`` writes it; its format
-is documented there) with the committed baseline of the same device, ``benches/baselines/<device>.json``, and
+"""The benches' regression check: compare a run's ``timings.json`` (``kernelkit/bench/timings.py`` defines its
+format) with the committed baseline of the same device, ``benches/baselines/<device>.json``, and
 list every kernelkit case that got slower.
 
 usage: python benches/regress.py TIMINGS [--baseline FILE] [--threshold 0.05] [--min-us 0.5] [--update]
@@ -14,27 +14,17 @@ cases replace the baseline's) after printing the comparison, and exits 0.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
+from kernelkit.bench.timings import load, write_json_atomic
+
 BASELINES = Path(__file__).parent / "baselines"
-FORMAT = "kernelkit-bench-timings/1"
 
 
 def baseline_path(device: str) -> Path:
     """benches/baselines/<device name, spaces as underscores>.json"""
     return BASELINES / (device.replace(" ", "_").replace("/", "_") + ".json")
-
-
-def load(path: Path) -> dict:
-    """A timings file. Raises ValueError naming the file when it is not one."""
-    data = json.loads(Path(path).read_text())
-    if data.get("format") != FORMAT or not isinstance(data.get("cases"), dict):
-        raise ValueError(f"{path}: not a {FORMAT} file (benches/conftest.py documents the format)")
-    return data
 
 
 def compare(current: dict, baseline: dict, threshold: float = 0.05, min_us: float = 0.5
@@ -60,15 +50,6 @@ def merge(current: dict, baseline: dict | None) -> dict:
     cases = dict(baseline["cases"]) if baseline else {}
     cases.update(current["cases"])
     return {**current, "cases": cases}
-
-
-def _write_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in unmatched:
             print(f"unmatched {line}")
     if args.update:
-        _write_atomic(path, merge(current, baseline))
+        write_json_atomic(path, merge(current, baseline))
         print(f"wrote {path}")
         return 0
     return 1 if slower else 0

@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from kernelkit.bench import timings
 from kernelkit.cli import main
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "benches"))
@@ -46,13 +47,14 @@ def test_report_writes_timings_that_regress_and_plots_read(tmp_path, monkeypatch
     bench = importlib.import_module("kernelkit.cli.bench")
 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(timing, "copy_bandwidth_gbs", lambda: 4250.0)
     cases = [{"params": {"m": m, "n": 4096, "k": 4096}, "nbytes": None, "flops": 2 * m * 4096 * 4096,
               "ours": {"kernelkit": 0.01 * m}, "peers": {"bf16 cuBLAS": 0.02 * m}} for m in (1, 16)]
     bench._report("gemm", cases, tmp_path / "t.json")
     printed = capsys.readouterr().out
     assert "2.00x" in printed and "10.0 (3 TFLOP/s)" in printed
-    data = regress.load(tmp_path / "t.json")
+    data = timings.load(tmp_path / "t.json")
     assert data["device"] == "NVIDIA H200" and data["copy_gbs"] == 4250.0
     assert data["cases"]["kernelkit bench gemm[16-4096-4096]"]["ours"] == {"kernelkit": 0.16}
     assert regress.main([str(tmp_path / "t.json"), "--baseline", str(tmp_path / "t.json")]) == 0
@@ -65,5 +67,5 @@ def test_bench_runs_each_comparison_on_a_gpu(tmp_path):
                  ["moe", "-E", "8", "--top-k", "2", "-H", "64", "-N", "32", "--tokens", "1,9"]):
         out = CliRunner().invoke(main, ["bench", *args, "--json", str(tmp_path / f"{args[0]}.json")])
         assert out.exit_code == 0, out.output
-        data = regress.load(tmp_path / f"{args[0]}.json")
+        data = timings.load(tmp_path / f"{args[0]}.json")
         assert all(t > 0 for c in data["cases"].values() for t in c["ours"].values())

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from kernelkit.bench import timings
+
 BENCHES = Path(__file__).parent.parent / "benches"
 sys.path.insert(0, str(BENCHES))
 import plots  # noqa: E402
@@ -37,7 +39,7 @@ def test_record_writes_the_documented_timings_file(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True,
                          env={**__import__("os").environ, "KERNELKIT_BENCH_OUT": str(out)})
     assert run.returncode == 0, run.stdout + run.stderr
-    data = regress.load(out / "timings.json")
+    data = timings.load(out / "timings.json")
     assert data["device"] == "cpu" and data["copy_gbs"] is None
     assert set(data["cases"]) == {"bench_fake.py::bench_quant[1]", "bench_fake.py::bench_quant[64]"}
     case = data["cases"]["bench_fake.py::bench_quant[64]"]
@@ -48,7 +50,7 @@ def test_record_writes_the_documented_timings_file(tmp_path):
 
 def _timings(tmp_path, name, cases, device="NVIDIA H200"):
     path = tmp_path / name
-    path.write_text(json.dumps({"format": regress.FORMAT, "device": device, "date": "2026-12-07", "torch": "2.11",
+    path.write_text(json.dumps({"format": timings.FORMAT, "device": device, "date": "2026-12-07", "torch": "2.11",
                                 "copy_gbs": 4000.0, "cases": cases}))
     return path
 
@@ -85,7 +87,7 @@ def test_regress_update_merges_the_run_into_the_baseline(tmp_path):
                                             "b": _case("q", {"t": 2}, {"triton": 0.01})})
     run = _timings(tmp_path, "run.json", {"a": _case("q", {"t": 1}, {"triton": 0.05})})
     assert regress.main([str(run), "--baseline", str(base), "--update"]) == 0
-    merged = regress.load(base)["cases"]
+    merged = timings.load(base)["cases"]
     assert merged["a"]["ours"] == {"triton": 0.05} and merged["b"]["ours"] == {"triton": 0.01}
     fresh = tmp_path / "baselines" / "new.json"
     assert regress.main([str(run), "--baseline", str(fresh)]) == 1  # no baseline yet: says so
@@ -97,7 +99,7 @@ def test_regress_and_plots_reject_a_file_that_is_not_timings(tmp_path):
     bad = tmp_path / "bench.json"
     bad.write_text(json.dumps({"benchmarks": []}))
     with pytest.raises(ValueError, match="not a kernelkit-bench-timings/1 file"):
-        regress.load(bad)
+        timings.load(bad)
     with pytest.raises(ValueError, match="not a kernelkit-bench-timings/1 file"):
         plots.plot(bad, tmp_path)
 

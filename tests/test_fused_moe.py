@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
+from kernelkit.ops.int4_pack import pack_int4, unpack_int4
 from kernelkit.ops.moe import configs, fused_moe_triton, reference
-from kernelkit.quant.modelslim.format import pack_int4, unpack_int4
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 E, TOP_K, H, INTER = 8, 2, 40, 24

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from kernelkit.layers import QKVParallelLinear, QuantContext, load_tensors
+from kernelkit.ops.int4_pack import unpack_int4
 from kernelkit.ops.quant.reference import per_token_quant_int8_ref
-from kernelkit.quant.modelslim.format import dequantize, quantize_weight_w4a8, unpack_int4
+from kernelkit.quant.modelslim.format import dequantize, quantize_weight_w4a8
 from kernelkit.quant.modelslim.linear import W4A8DynamicLinearMethod
 
 

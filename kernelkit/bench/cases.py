@@ -78,9 +78,9 @@ def moe(experts: int, top_k: int, hidden: int, inter: int, tokens: list[int]) ->
     """One MoE layer given its routing: ``fused_experts`` with bf16, int8 W8A8 and int4 W4A8 experts (random
     per-channel scales) against ``torch._grouped_mm`` with a torch token sort (bf16). Raises ValueError for an
     odd intermediate or hidden size (int4 packs output rows in pairs) or top_k > experts."""
+    from kernelkit.ops.int4_pack import pack_int4
     from kernelkit.ops.moe.ops import fused_experts
     from kernelkit.ops.moe.reference import fused_moe_grouped_mm, select_experts
-    from kernelkit.quant.modelslim.format import pack_int4
 
     if inter % 2 or hidden % 2 or not 1 <= top_k <= experts:
         raise ValueError(f"MoE: hidden and inter must be even and 1 <= top_k <= experts, got H={hidden}, "

@@ -1,11 +1,10 @@
 """``kernelkit bench gemm | quant | moe``: kernelkit's kernels beside their baselines at your shapes, on this GPU
-(``kernelkit.bench.cases``); ``--json`` writes the benches' ``timings.json`` format, which
+(``kernelkit.bench.cases``); ``--json`` writes the benches' ``timings.json`` format (``kernelkit.bench.timings``), which
 ``benches/regress.py`` compares and ``benches/plots.py`` draws."""
 
 from __future__ import annotations
 
-import datetime
-import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -13,14 +12,20 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from kernelkit.bench import timings
 from kernelkit.cli.tune import _ints
 
-FORMAT = "kernelkit-bench-timings/1"  # benches/conftest.py documents it
 
-
-def _require_gpu() -> None:
+def _run(kind: str, measure: Callable[[], list[dict]], json_path: Path | None) -> None:
+    """Measure on the GPU, print the table and write the timings; a missing GPU or a shape the comparison
+    refuses (ValueError) is a ClickException."""
     if not torch.cuda.is_available():
         raise click.ClickException("kernelkit bench needs a CUDA GPU, and torch sees none")
+    try:
+        cases = measure()
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    _report(kind, cases, json_path)
 
 
 def _report(kind: str, cases: list[dict], json_path: Path | None) -> None:
@@ -43,13 +48,9 @@ def _report(kind: str, cases: list[dict], json_path: Path | None) -> None:
         table.add_row(*map(str, c["params"].values()), *cells, f"{best_peer / best_ours:.2f}x")
     Console().print(table)
     if json_path:
-        from kernelkit.ops.timing import copy_bandwidth_gbs
-
         keyed = {f"kernelkit bench {kind}[{'-'.join(map(str, c['params'].values()))}]": {"table": f"bench_{kind}", **c}
                  for c in cases}
-        json_path.write_text(json.dumps({"format": FORMAT, "device": torch.cuda.get_device_name(),
-                                         "date": str(datetime.date.today()), "torch": torch.__version__,
-                                         "copy_gbs": copy_bandwidth_gbs(), "cases": keyed}, indent=1))
+        timings.write(json_path, keyed)
         click.echo(f"wrote {json_path}")
 
 
@@ -71,11 +72,7 @@ def gemm_cmd(n: int, k: int, ms: list[int], json_path: Path | None) -> None:
     """Block-FP8 GEMM against bf16 cuBLAS and cuBLAS block-wise."""
     from kernelkit.bench import cases
 
-    _require_gpu()
-    try:
-        _report("gemm", cases.gemm(n, k, ms), json_path)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    _run("gemm", lambda: cases.gemm(n, k, ms), json_path)
 
 
 @bench.command("quant")
@@ -87,11 +84,7 @@ def quant_cmd(hidden: int, tokens: list[int], group_size: int, json_path: Path |
     """per_token_group_quant_fp8 against the torch reference, eager and compiled."""
     from kernelkit.bench import cases
 
-    _require_gpu()
-    try:
-        _report("quant", cases.quant(hidden, tokens, group_size), json_path)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    _run("quant", lambda: cases.quant(hidden, tokens, group_size), json_path)
 
 
 @bench.command("moe")
@@ -105,8 +98,4 @@ def moe_cmd(experts: int, top_k: int, hidden: int, inter: int, tokens: list[int]
     """One MoE layer: fused_experts (bf16, W8A8, W4A8) against torch._grouped_mm."""
     from kernelkit.bench import cases
 
-    _require_gpu()
-    try:
-        _report("moe", cases.moe(experts, top_k, hidden, inter, tokens), json_path)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    _run("moe", lambda: cases.moe(experts, top_k, hidden, inter, tokens), json_path)

@@ -74,7 +74,7 @@ def fused_experts_ref(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk
         fast = x.shape[0] and x.device.type == "cpu" and grouped_mm_supported(x)
         return (fused_moe_grouped_mm if fast else fused_moe_ref)(x, w13, w2, topk_weights, topk_ids)
     if int4:
-        from kernelkit.quant.modelslim.format import unpack_int4
+        from kernelkit.ops.int4_pack import unpack_int4
 
         w13, w2 = unpack_int4(w13, w13_scale.shape[1]), unpack_int4(w2, w2_scale.shape[1])
     return fused_moe_w8a8_ref(x, w13, w2, w13_scale, w2_scale, topk_weights, topk_ids)

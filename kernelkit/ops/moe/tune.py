@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from kernelkit.ops.int4_pack import pack_int4
 from kernelkit.ops.moe import configs, fused_moe_triton, reference
-from kernelkit.quant.modelslim.format import pack_int4
 
 
 def candidates(tokens: int, top_k: int, num_experts: int) -> list[dict]:

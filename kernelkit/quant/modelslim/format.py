@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from kernelkit.ops.int4_pack import pack_int4, unpack_int4
+
 
 def quantize_weight(weight: torch.Tensor) -> dict[str, torch.Tensor]:
     """weight float [N, K] -> ``weight`` int8 [N, K], ``weight_scale`` and ``weight_offset`` fp32 [N, 1].
@@ -55,24 +57,6 @@ def quantize_weight_w4a8(weight: torch.Tensor, row_parallel: bool) -> dict[str, 
     scale_bias = 8 * (q.float() * scale).reshape(n, chunks, k // chunks).sum(-1)
     return {"weight": pack_int4(q), "weight_scale": scale, "weight_offset": torch.zeros_like(scale),
             "scale_bias": scale_bias}
-
-
-def pack_int4(q: torch.Tensor) -> torch.Tensor:
-    """int4 values (int8 [..., N, K] in [-8, 7]) -> int8 [..., ceil(N/2), K], two output rows per byte: row 2j
-    in the low nibble, row 2j + 1 in the high one (msModelSlim's W4A8_DYNAMIC packing along the output
-    dimension); an odd last row is paired with zeros."""
-    if q.shape[-2] % 2:
-        q = torch.cat([q, q.new_zeros(*q.shape[:-2], 1, q.shape[-1])], dim=-2)
-    low, high = q[..., 0::2, :].to(torch.int16), q[..., 1::2, :].to(torch.int16)
-    return ((low & 0xF) | ((high & 0xF) << 4)).to(torch.uint8).view(torch.int8)
-
-
-def unpack_int4(packed: torch.Tensor, rows: int | None = None) -> torch.Tensor:
-    """The inverse of :func:`pack_int4`: int8 [..., N/2, K] -> int8 [..., N, K] (``rows``: N, for odd N)."""
-    p = packed.to(torch.int16)
-    low, high = (p << 12) >> 12, (p << 8) >> 12
-    out = torch.stack([low, high], dim=-2).reshape(*packed.shape[:-2], 2 * packed.shape[-2], packed.shape[-1])
-    return out[..., : rows if rows is not None else out.shape[-2], :].to(torch.int8)
 
 
 def dequantize(tensors: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -19,8 +19,8 @@ from torch import nn
 
 from kernelkit.layers.base import LinearMethod, partitioned_loader, set_weight_attrs
 from kernelkit.ops import per_token_quant_int8
+from kernelkit.ops.int4_pack import unpack_int4
 from kernelkit.ops.int8_gemm.ops import int8_scaled_mm
-from kernelkit.quant.modelslim.format import unpack_int4
 
 
 @dataclass(frozen=True)
