@@ -159,3 +159,22 @@ def test_fused_experts_rejects_what_does_not_fit():
         fused_experts(x, w13, w2, weights[:2], ids, s13, s2)
     with pytest.raises(ValueError, match="do not fit x"):
         fused_experts(x.bfloat16(), w13.float(), w2.float(), weights, ids)
+
+
+@pytest.mark.parametrize("rows, d", [(0, 24), (1, 24), (37, 24), (5, 1000)])
+def test_silu_and_mul_quant_is_the_two_ops_in_one_pass(rows, d):
+    from kernelkit.ops.quant.reference import per_token_quant_int8_ref
+
+    g = torch.Generator().manual_seed(rows + d)
+    dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    h = (torch.randn(rows, 2 * d, generator=g) * 3).to(dtype)
+    if rows > 2:
+        h[2, 5] = float("nan")
+    q, scale = fused_moe_triton.silu_and_mul_quant_int8(h.to(DEVICE))
+    gate, up = h.float().chunk(2, dim=-1)
+    act = (torch.nn.functional.silu(gate).to(dtype).float() * up).to(dtype)
+    q_ref, scale_ref = per_token_quant_int8_ref(act)
+    assert q.shape == (rows, d) and scale.shape == (rows, 1)
+    torch.testing.assert_close(scale.cpu(), scale_ref, equal_nan=True)
+    assert ((q.cpu().int() - q_ref.int()).abs() <= 1).all()  # a value on a rounding tie may land apart
+    assert (q.cpu() == q_ref).float().mean() > 0.99 if rows else q.numel() == 0

@@ -11,8 +11,9 @@ Three weight types, one kernel:
 - int4 W4A8: as W8A8 with two int4 weights per int8 byte along the output dimension (msModelSlim's packing:
   the low nibble is the even row), unpacked to int8 in registers.
 
-``fused_moe``: align, gate_up GEMM, SiLU-and-mul, down GEMM with the routing weights applied, the sum over the
-top-k slots. Launch configs from ``configs.py`` (vLLM's JSON files).
+``fused_moe``: align, gate_up GEMM, SiLU-and-mul (fused with the down GEMM's int8 activation quantization for
+the int8 weight types), down GEMM with the routing weights applied, the sum over the top-k slots. Launch configs
+from ``configs.py`` (vLLM's JSON files).
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ import triton
 import triton.language as tl
 
 from kernelkit.ops.layers.ops import silu_and_mul
+from kernelkit.ops.layers.triton_impl import _cast
 from kernelkit.ops.moe import configs, triton_impl
 from kernelkit.ops.quant.ops import per_token_quant_int8
+from kernelkit.ops.quant.triton_impl import _amax_to_scale, _store_8bit
+
+FUSED_ACT_MAX = 8192  # the widest SiLU-and-mul row the fused activation quantizer takes in one program
 
 
 @triton.jit
@@ -76,6 +81,38 @@ def _grouped_gemm_kernel(a_ptr, w_ptr, c_ptr, a_scale_ptr, w_scale_ptr, topk_wei
         out *= tl.load(topk_weights_ptr + pairs, mask=live, other=0.0)[:, None]
     c_ptrs = c_ptr + pairs[:, None].to(tl.int64) * stride_cm + offs_n[None, :]
     tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=live[:, None] & (offs_n[None, :] < n))
+
+
+@triton.jit
+def _silu_mul_quant_kernel(h_ptr, q_ptr, s_ptr, d, eps, BLOCK: tl.constexpr):
+    """One row: silu(gate) * up rounded as ``silu_and_mul`` rounds it, then per-row int8 quantization as
+    ``per_token_quant_int8`` does it (scale = max(amax, eps) / 127, round to nearest even, NaN -> 0)."""
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < d
+    gate = tl.load(h_ptr + row * 2 * d + cols, mask=mask, other=0.0)
+    up = tl.load(h_ptr + row * 2 * d + d + cols, mask=mask, other=0.0)
+    gf = gate.to(tl.float32)
+    silu = _cast(gf / (1 + tl.exp(-gf)), gate.dtype)
+    act = _cast(silu.to(tl.float32) * up.to(tl.float32), gate.dtype).to(tl.float32)
+    amax_bits = tl.max(tl.where(mask, act.to(tl.int32, bitcast=True) & 0x7FFFFFFF, 0), axis=0)
+    scale = _amax_to_scale(amax_bits, eps, 127.0, False)
+    tl.store(s_ptr + row, scale)
+    _store_8bit(q_ptr + row * d + cols, act * tl.math.div_rn(1.0, scale), mask, 127.0, False)
+
+
+def silu_and_mul_quant_int8(h: torch.Tensor, eps: float = 1e-10) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_token_quant_int8(silu_and_mul(h))`` in one pass: h [R, 2d] contiguous -> (int8 [R, d], fp32 [R, 1]);
+    the same values as the two ops (for d above FUSED_ACT_MAX it runs them)."""
+    rows, d = h.shape[0], h.shape[1] // 2
+    if d > FUSED_ACT_MAX:
+        return per_token_quant_int8(silu_and_mul(h), eps)
+    q = torch.empty(rows, d, dtype=torch.int8, device=h.device)
+    scale = torch.empty(rows, 1, dtype=torch.float32, device=h.device)
+    if rows:
+        block = triton.next_power_of_2(d)
+        _silu_mul_quant_kernel[(rows,)](h, q, scale, d, eps, BLOCK=block, num_warps=4 if block <= 2048 else 8)
+    return q, scale
 
 
 def grouped_gemm(a: torch.Tensor, w: torch.Tensor, out: torch.Tensor, topk_weights: torch.Tensor | None,
@@ -138,8 +175,7 @@ def fused_moe(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, topk_weights
     h = x.new_empty(tokens * top_k, 2 * inter)
     a, a_scale = per_token_quant_int8(x.contiguous()) if quantized else (x.contiguous(), None)
     grouped_gemm(a, w13, h, None, *align, top_k, config, a_scale, w13_scale, int4)
-    act = silu_and_mul(h)
-    act, act_scale = per_token_quant_int8(act) if quantized else (act, None)
+    act, act_scale = silu_and_mul_quant_int8(h) if quantized else (silu_and_mul(h), None)
     y = torch.empty(tokens * top_k, hidden, dtype=torch.float32, device=x.device)
     grouped_gemm(act, w2, y, topk_weights.float(), *align, 1, config, act_scale, w2_scale, int4)
     return y.view(tokens, top_k, -1).sum(1).to(x.dtype)
