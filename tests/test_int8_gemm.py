@@ -52,3 +52,40 @@ def test_fake_and_errors():
         int8_scaled_mm(a, b, sa[:2], sb, torch.bfloat16)
     with pytest.raises(ValueError, match="bias must have 24 values"):
         int8_scaled_mm(a, b, sa, sb, torch.bfloat16, torch.zeros(5))
+
+
+@pytest.mark.parametrize("m, n, k", [(0, 24, 64), (1, 40, 200), (5, 24, 72), (16, 40, 300), (17, 72, 64),
+                                     (70, 24, 40), (3, 24, 0)])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_triton_kernel_is_the_reference_exactly(m, n, k, out_dtype, with_bias):
+    """Every launch-config class (M <= 16, <= 64, larger), sizes off the tiles and K = 0; the epilogue does no
+    fused multiply-add, so the values are the reference's bit for bit, NaN scales included."""
+    from kernelkit.ops.int8_gemm import triton_impl
+
+    a, b, sa, sb = _operands(m, n, k, seed=3 * m + n + k)
+    if m > 2:
+        sa[2] = float("nan")
+    bias = torch.randn(n).to(out_dtype) if with_bias else None
+    expected = reference.int8_scaled_mm_ref(a, b, sa, sb, out_dtype, bias)
+    ours = triton_impl.int8_scaled_mm(*(t.to(DEVICE) for t in (a, b, sa, sb)), out_dtype,
+                                      bias.to(DEVICE) if with_bias else None)
+    assert ours.dtype == out_dtype and ours.shape == (m, n)
+    torch.testing.assert_close(ours.cpu(), expected, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("m, n", [(1, 4096), (1, 1024), (16, 20000), (48, 4096), (4096, 4096)])
+def test_launch_config_fills_the_gpu_at_decode_sizes(m, n):
+    from kernelkit.ops.int8_gemm.triton_impl import launch_config
+
+    c = launch_config(m, n, 4096, num_sms=132)
+    assert m <= c["BLOCK_M"] or c["BLOCK_M"] == 128
+    if m <= 16 and n >= 16 * 132:
+        assert -(-n // c["BLOCK_N"]) >= 132  # every SM streams part of the weight
+
+
+def test_dispatch_takes_triton_for_small_m_only():
+    a, b, sa, sb = _operands(1, 24, 64)
+    assert ops._triton_unsupported(a, b, sa, sb, torch.bfloat16, None) is None
+    big = torch.zeros(ops.TRITON_MAX_M + 1, 64, dtype=torch.int8)
+    assert "torch._int_mm is faster" in ops._triton_unsupported(big, b, sa, sb, torch.bfloat16, None)
