@@ -82,10 +82,3 @@ def test_launch_config_fills_the_gpu_at_decode_sizes(m, n):
     assert m <= c["BLOCK_M"] or c["BLOCK_M"] == 128
     if m <= 16 and n >= 16 * 132:
         assert -(-n // c["BLOCK_N"]) >= 132  # every SM streams part of the weight
-
-
-def test_dispatch_takes_triton_for_small_m_only():
-    a, b, sa, sb = _operands(1, 24, 64)
-    assert ops._triton_unsupported(a, b, sa, sb, torch.bfloat16, None) is None
-    big = torch.zeros(ops.TRITON_MAX_M + 1, 64, dtype=torch.int8)
-    assert "torch._int_mm is faster" in ops._triton_unsupported(big, b, sa, sb, torch.bfloat16, None)

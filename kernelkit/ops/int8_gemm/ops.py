@@ -1,9 +1,9 @@
 """``int8_scaled_mm`` as a ``torch.library`` op (fake implementation included): the dense W8A8 int8 linear's
-GEMM. CUDA runs, for M up to ``TRITON_MAX_M``, the Triton kernel (``triton_impl.py``: scales, bias and cast in
-its epilogue, one launch); above it ``torch._int_mm`` (cuBLAS int8 tensor cores, int32 accumulation) with the
-scales applied after, where its shape rules allow (K and N multiples of 8; M is padded to 17 rows when smaller,
-since it needs M > 16); else, and on the CPU, the reference (``reference.py``). The split is measured
-(``benches/bench_int8_gemm.py``, RESULTS.md)."""
+GEMM. CUDA runs the Triton kernel (``triton_impl.py``: scales, bias and cast in its epilogue, one launch; 1.4-3x
+faster than ``torch._int_mm`` at every M measured, ``benches/bench_int8_gemm.py`` in RESULTS.md); if Triton
+cannot run, ``torch._int_mm`` (cuBLAS int8 tensor cores, int32 accumulation) with the scales applied after, where
+its shape rules allow (K and N multiples of 8; M is padded to 17 rows when smaller, since it needs M > 16); else,
+and on the CPU, the reference (``reference.py``)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from kernelkit.ops.int8_gemm import reference
 from kernelkit.ops.library import kernel_op
 
 INT_MM_MIN_M = 17  # torch._int_mm on CUDA needs more than 16 rows
-TRITON_MAX_M = 64  # above it cuBLAS's int8 GEMM (torch._int_mm) is the faster
 
 
-def _triton_unsupported(a, b, scale_a, scale_b, out_dtype, bias):
-    return f"M > {TRITON_MAX_M}: torch._int_mm is faster there" if a.shape[0] > TRITON_MAX_M else None
+def _never(*args) -> None:
+    return None
 
 
 def _triton(a, b, scale_a, scale_b, out_dtype, bias):
@@ -37,11 +36,7 @@ def int_mm_scaled(a, b, scale_a, scale_b, out_dtype, bias):
     return reference.scale_output(torch._int_mm(a, b.t())[:m], scale_a, scale_b, out_dtype, bias)
 
 
-def _never(*args) -> None:
-    return None
-
-
-INT8_MM_IMPLS = (("triton", _triton_unsupported, _triton), ("int_mm", _int_mm_unsupported, int_mm_scaled),
+INT8_MM_IMPLS = (("triton", _never, _triton), ("int_mm", _int_mm_unsupported, int_mm_scaled),
                  ("torch", _never, reference.int8_scaled_mm_ref))
 
 
