@@ -5,7 +5,8 @@ Tuned configs live in ``configs/`` as JSON files named like sglang's:
 to {BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K, GROUP_SIZE_M, num_warps, num_stages} and optionally SPLIT_K
 (kernelkit's addition; 1 when absent, as in sglang's files). For a given M the entry
 whose key is nearest on a log scale is used, if it is within 4x of M (a decode config is no prefill config).
-Otherwise, or with no file for the shape and device, ``default_config`` applies.
+Otherwise, or with no file for the shape and device (or another device of its chip,
+``kernelkit.ops.tuned_devices``), ``default_config`` applies.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import functools
 import json
 import math
 from pathlib import Path
+
+from kernelkit.ops.tuned_devices import devices_to_try
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -54,9 +57,11 @@ def default_config(m: int, n: int, k: int, block_size: tuple[int, int]) -> dict:
 
 @functools.lru_cache(maxsize=4096)  # called on every GEMM: file lookup and nearest-key search once per shape
 def get_config(m: int, n: int, k: int, device_name: str, block_size: tuple[int, int]) -> dict:
-    """The tuned config nearest to M (within 4x) for (N, K, device, block), else ``default_config``."""
-    path = CONFIG_DIR / config_file_name(n, k, device_name, block_size)
-    table = _load(path)
+    """The tuned config nearest to M (within 4x) for (N, K, device, block), else ``default_config``. A device
+    without its own file takes one of the same chip's (``kernelkit.ops.tuned_devices``)."""
+    tables = ((path, _load(path)) for path in (CONFIG_DIR / config_file_name(n, k, d, block_size)
+                                               for d in devices_to_try(device_name)))
+    path, table = next(((p, t) for p, t in tables if t), (None, None))
     if not table:
         return default_config(m, n, k, block_size)
     near = [key for key in table if max(key, m) <= 4 * max(1, min(key, m))]  # within 4x of M

@@ -5,7 +5,8 @@ files can be dropped in): ``E={E},N={N},device_name={name}.json`` for bf16/fp16 
 ``E={E},N={N},device_name={name},dtype=int8_w8a8.json`` (or ``int4_w4a8``) for quantized ones, N being the
 intermediate size per expert (``w2.shape[2]``). Each maps a token count T to {BLOCK_SIZE_M, BLOCK_SIZE_N,
 BLOCK_SIZE_K, GROUP_SIZE_M, num_warps, num_stages}; the entry whose T is nearest on a log scale is used (vLLM
-takes the nearest linearly). ``kernelkit tune moe`` writes them; without a file, ``default_config`` applies.
+takes the nearest linearly). ``kernelkit tune moe`` writes them; without a file for the device or for another
+device of its chip (``kernelkit.ops.tuned_devices``), ``default_config`` applies.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import functools
 import json
 import math
 from pathlib import Path
+
+from kernelkit.ops.tuned_devices import devices_to_try
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 DTYPES = (None, "int8_w8a8", "int4_w4a8")
@@ -45,10 +48,12 @@ def default_config(tokens: int, top_k: int, num_experts: int) -> dict:
 
 @functools.lru_cache(maxsize=4096)
 def get_config(tokens: int, top_k: int, num_experts: int, inter: int, device_name: str, dtype: str | None) -> dict:
-    """The tuned config whose T is nearest to ``tokens`` for (E, N, device, dtype), else ``default_config``.
-    Raises ValueError for a tuned entry that lacks one of the six keys."""
-    path = CONFIG_DIR / config_file_name(num_experts, inter, device_name, dtype)
-    table = _load(path)
+    """The tuned config whose T is nearest to ``tokens`` for (E, N, device, dtype), else ``default_config``. A
+    device without its own file takes one of the same chip's (``kernelkit.ops.tuned_devices``). Raises ValueError
+    for a tuned entry that lacks one of the six keys."""
+    tables = ((path, _load(path)) for path in (CONFIG_DIR / config_file_name(num_experts, inter, d, dtype)
+                                               for d in devices_to_try(device_name)))
+    path, table = next(((p, t) for p, t in tables if t), (None, None))
     if not table:
         return default_config(tokens, top_k, num_experts)
     config = table[min(table, key=lambda t: abs(math.log(max(t, 1) / max(tokens, 1))))]
