@@ -7,8 +7,9 @@ usage: python benches/regress.py TIMINGS [--baseline FILE] [--threshold 0.05] [-
 Exit status 1 when any case of kernelkit's own implementations (a case's ``ours``) is more than ``threshold``
 slower than its baseline and by more than ``min-us`` microseconds (so that sub-microsecond jitter of the
 smallest kernels is not a regression); 0 otherwise. Peers' times are not guarded. Cases that only one side has
-are listed, not failed (a narrowed run, a new bench). ``--update`` merges the run into the baseline (the run's
-cases replace the baseline's) after printing the comparison, and exits 0.
+are reported, not failed (a narrowed run, a new bench): the run's new ones listed, the baseline's missing ones
+counted. ``--update`` merges the run into the baseline (the run's cases replace the baseline's) after printing
+the comparison, and exits 0.
 """
 
 from __future__ import annotations
@@ -76,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(slower)} slower by more than {args.threshold:.0%}")
         for case, impl, before, after in slower:
             print(f"SLOWER {case} {impl}: {before * 1e3:.1f} -> {after * 1e3:.1f} µs ({after / before - 1:+.1%})")
+        missing = [line for line in unmatched if line.endswith("only in the baseline")]
         for line in unmatched:
-            print(f"unmatched {line}")
+            if line not in missing:
+                print(f"unmatched {line}")
+        if missing:  # a narrowed run leaves most of the baseline out: a count, not hundreds of lines
+            print(f"{len(missing)} baseline cases or implementations are not in this run, the first: {missing[0]}")
     if args.update:
         write_json_atomic(path, merge(current, baseline))
         print(f"wrote {path}")
