@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from kernelkit.layers.base import MoEMethod, QuantContext, default_weight_loader, set_weight_attrs
-from kernelkit.layers.linear import _check_tp
+from kernelkit.layers.sharding import check_tp
 from kernelkit.ops.moe.ops import fused_experts
 from kernelkit.ops.moe.reference import (
     fused_moe_dense,
@@ -75,7 +75,9 @@ class FusedMoE(nn.Module):
                  renormalize: bool = True, quant: QuantContext | None = None, prefix: str = "",
                  params_dtype: torch.dtype | None = None, tp_rank: int = 0, tp_size: int = 1):
         super().__init__()
-        _check_tp(tp_rank, tp_size)
+        check_tp(tp_rank, tp_size)
+        if tp_size > 1:
+            raise NotImplementedError(f"{prefix}: FusedMoE does not split over tensor-parallel ranks yet")
         self.num_experts, self.top_k, self.renormalize, self.prefix = num_experts, top_k, renormalize, prefix
         self.hidden_size, self.intermediate_size = hidden_size, intermediate_size
         self.quant_method: MoEMethod = (quant or QuantContext()).moe_method(prefix) or UnquantizedFusedMoEMethod()

@@ -55,10 +55,12 @@ class Fp8BlockLinearMethod(LinearMethod):
         scales = torch.empty(sum(-(-s // bn) for s in output_partition_sizes), -(-input_size // bk),
                              dtype=torch.float32)
         layer.register_parameter("weight", set_weight_attrs(
-            nn.Parameter(weight, requires_grad=False), weight_loader=partitioned_loader(output_partition_sizes)))
-        layer.register_parameter("weight_scale_inv", set_weight_attrs(
+            nn.Parameter(weight, requires_grad=False), weight_loader=partitioned_loader(output_partition_sizes),
+            output_dim=0, input_dim=1))
+        layer.register_parameter("weight_scale_inv", set_weight_attrs(  # one scale per bn x bk block
             nn.Parameter(scales, requires_grad=False),
-            weight_loader=partitioned_loader(output_partition_sizes, divisor=bn)))
+            weight_loader=partitioned_loader(output_partition_sizes, divisor=bn),
+            output_dim=0, input_dim=1, output_per_entry=bn, input_per_entry=bk))
 
     def process_weights_after_loading(self, layer):
         layer.gemm_runs = gemm_runs(layer.output_partition_sizes, self.block_size[0])
