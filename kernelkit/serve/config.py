@@ -24,6 +24,8 @@ class EngineConfig:
             steps of up to ``min(max_num_seqs, 512)`` sequences replay CUDA graphs captured at start-up.
         load_format: ``auto`` (the checkpoint's safetensors) or ``dummy`` (random weights of the shapes in
             config.json, quantized by its quantization_config if any: for benchmarks, as vLLM's dummy format).
+        tensor_parallel_size: processes the model is split over (``kernelkit.serve.tensor_parallel``): gloo on
+            CPU, NCCL on CUDA with rank r on cuda:r.
     """
 
     model: str
@@ -40,3 +42,4 @@ class EngineConfig:
     load_format: str = "auto"
     attention_backend: str = "auto"
     enforce_eager: bool = False
+    tensor_parallel_size: int = 1

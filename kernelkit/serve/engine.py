@@ -16,6 +16,7 @@ on the other requests of its steps only through its logits. What holds for those
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -24,13 +25,11 @@ from pathlib import Path
 
 import torch
 
-from kernelkit.serve.attention.torch_backend import TorchPagedAttention
 from kernelkit.serve.block_manager import BlockManager
 from kernelkit.serve.config import EngineConfig
-from kernelkit.serve.cuda_graph import graph_batch_sizes
 from kernelkit.serve.detokenizer import IncrementalDetokenizer
-from kernelkit.serve.model.loader import load_model
-from kernelkit.serve.runner import ModelRunner, kv_bytes_per_block
+from kernelkit.serve.model.loader import build_model
+from kernelkit.serve.rank import build_rank, build_worker
 from kernelkit.serve.sampling import SamplingParams, gather_logprobs, sample
 from kernelkit.serve.scheduler import Scheduler
 from kernelkit.serve.sequence import Sequence, Status
@@ -86,6 +85,9 @@ class RequestOutput:
 
 
 class LLMEngine:
+    """The engine. With ``tensor_parallel_size`` N > 1 this process is rank 0 of N (``tensor_parallel.py``):
+    it starts ranks 1..N-1 as worker processes, each loading its share of the model; ``close`` stops them."""
+
     def __init__(self, config: EngineConfig):
         from transformers import AutoTokenizer
 
@@ -96,67 +98,33 @@ class LLMEngine:
         if self.device.type == "cuda":
             gc.collect()  # an engine dropped by the caller may still hold its weights and KV cache through cycles
             torch.cuda.empty_cache()
-        self.model = load_model(config.model, dtype, self.device, config.load_format)
+        self.workers = None
+        if config.tensor_parallel_size > 1:
+            from kernelkit.serve.tensor_parallel import Workers
+
+            for rank in range(config.tensor_parallel_size):  # every rank's split, on meta, before any process starts
+                build_model(config.model, dtype, "meta", rank, config.tensor_parallel_size)
+            self.workers = Workers(functools.partial(build_worker, config, dtype), config.tensor_parallel_size,
+                                   self.device)
+        try:
+            self.model, self.runner, self.max_model_len = build_rank(
+                config, dtype, self.device, 0, self.workers.group if self.workers else None)
+        except BaseException:
+            self.close()
+            raise
+        self.runner.workers = self.workers
         cfg = self.model.config
-        backend = self._backend()
-        graphs = self.device.type == "cuda" and backend.capturable and not config.enforce_eager
-        num_blocks = self._num_blocks(dtype, reserved=int(graphs))  # graphs' padding rows own a scratch block
-        self.max_model_len = self._max_model_len(num_blocks * config.block_size)
-        self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self.blocks = BlockManager(self.runner.num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(self.blocks, config.max_num_seqs, config.max_num_batched_tokens)
-        self.runner = ModelRunner(self.model, num_blocks, config.block_size, dtype, self.device, backend,
-                                  graph_batch_sizes(min(config.max_num_seqs, 512)) if graphs else [],
-                                  self.max_model_len)
         self.eos_token_ids = set(cfg.eos_token_ids) | self._generation_eos()
         self.generator = torch.Generator().manual_seed(config.seed)
         self.requests: dict[str, tuple[Sequence, IncrementalDetokenizer]] = {}
         self.last_step_request_ids: list[str] = []  # the requests of the latest step, for failing them on error
 
-    def _max_model_len(self, kv_tokens: int) -> int:
-        """``max_model_len``, or by default the model's context (at most 8192) capped to what the KV cache holds
-        (logged). Raises ValueError if an explicit ``max_model_len`` does not fit the KV cache."""
-        configured = self.config.max_model_len
-        wanted = configured or min(self.model.config.max_position_embeddings, 8192)
-        if wanted <= kv_tokens:
-            return wanted
-        if configured:
-            raise ValueError(f"max_model_len={configured} does not fit the KV cache, which holds {kv_tokens} tokens: "
-                             "lower max_model_len or give the KV cache more memory")
-        log.warning("the KV cache holds %d tokens, fewer than the model's context of %d: max_model_len is %d",
-                    kv_tokens, wanted, kv_tokens)
-        return kv_tokens
-
-    def _backend(self):
-        choice = self.config.attention_backend
-        if choice == "auto":
-            choice = "triton" if self.device.type == "cuda" else "torch"
-        if choice == "triton":
-            from kernelkit.serve.attention.triton_backend import TritonPagedAttention
-
-            return TritonPagedAttention()
-        if choice == "torch":
-            return TorchPagedAttention()
-        raise ValueError(f"attention_backend must be auto, torch or triton, got {choice!r}")
-
-    def _num_blocks(self, dtype: torch.dtype, reserved: int) -> int:
-        """KV blocks that fit the budget, less ``reserved``. On CUDA the budget is what keeps the device's use at
-        ``gpu_memory_utilization`` of its memory, counting memory that earlier engines of this process released
-        as free. Raises ValueError if not one block fits."""
-        per_block = kv_bytes_per_block(self.model, self.config.block_size, dtype)
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()  # what loading the weights left in the caching allocator counts as free
-            free, total = torch.cuda.mem_get_info(self.device)
-            budget = free - total * (1 - self.config.gpu_memory_utilization)
-            source = (f"gpu_memory_utilization={self.config.gpu_memory_utilization} of {total / 2**30:.1f} GiB with "
-                      f"{free / 2**30:.1f} GiB free leaves {max(budget, 0) / 2**30:.2f} GiB")
-        else:
-            budget = self.config.kv_cache_memory
-            source = f"kv_cache_memory={budget} bytes"
-        num_blocks = int(budget // per_block) - reserved
-        if num_blocks < 1:
-            raise ValueError(f"no room for a KV cache: {source}, and one block of {self.config.block_size} tokens "
-                             f"takes {per_block} bytes (plus {reserved} reserved); raise the budget")
-        return num_blocks
+    def close(self) -> None:
+        """Stop the tensor-parallel workers, if any (a single-process engine holds nothing to stop)."""
+        if self.workers is not None:
+            self.workers.close()
 
     def _generation_eos(self) -> set[int]:
         path = Path(self.config.model) / "generation_config.json"
@@ -240,7 +208,7 @@ class LLMEngine:
         """Append each scored position's prompt logprob to its sequence, a few hundred rows of logits at a time."""
         for start in range(0, len(scored), PROMPT_LOGPROB_ROWS):
             chunk = scored[start:start + PROMPT_LOGPROB_ROWS]
-            logits = self.model.compute_logits(hidden[start:start + len(chunk)])
+            logits = self.runner.extra_logits(start, start + len(chunk))
             for (_, seq, pos), row in zip(chunk, range(len(chunk)), strict=True):
                 seq.prompt_logprobs.append(gather_logprobs(logits[row:row + 1], [seq.token_ids[pos + 1]],
                                                            seq.params.prompt_logprobs)[0])

@@ -46,6 +46,10 @@ class LLM:
                     final[out.request_id] = out
         return [final[i] for i in ids]
 
+    def close(self) -> None:
+        """Stop the engine's tensor-parallel workers, if any."""
+        self.engine.close()
+
     def chat(self, messages: list[dict], params: SamplingParams | None = None) -> RequestOutput:
         """One chat turn through the model's chat template."""
         prompt = self.engine.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

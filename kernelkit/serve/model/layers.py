@@ -36,16 +36,17 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    """Self-attention with GQA: one qkv_proj, optional q/k RMSNorm (Qwen3), one rotary launch, the backend."""
+    """Self-attention with GQA: one qkv_proj, optional q/k RMSNorm (Qwen3), one rotary launch, the backend. With
+    tensor parallelism (``tp``: ``tp_rank``/``tp_size``) a rank attends with its share of the heads."""
 
-    def __init__(self, cfg: ModelConfig, quant: QuantContext, prefix: str, dtype: torch.dtype):
+    def __init__(self, cfg: ModelConfig, quant: QuantContext, prefix: str, dtype: torch.dtype, tp: dict):
         super().__init__()
         h, d = cfg.hidden_size, cfg.head_dim
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, d
         self.qkv_proj = QKVParallelLinear(h, d, cfg.num_heads, cfg.num_kv_heads, cfg.attention_bias, quant=quant,
-                                          prefix=f"{prefix}.qkv_proj", params_dtype=dtype)
+                                          prefix=f"{prefix}.qkv_proj", params_dtype=dtype, **tp)
+        self.num_heads, self.num_kv_heads, self.head_dim = self.qkv_proj.num_heads, self.qkv_proj.num_kv_heads, d
         self.o_proj = RowParallelLinear(cfg.num_heads * d, h, False, quant=quant, prefix=f"{prefix}.o_proj",
-                                        params_dtype=dtype)
+                                        params_dtype=dtype, **tp)
         if cfg.qk_norm:
             self.q_norm, self.k_norm = RMSNorm(d, cfg.rms_norm_eps, dtype), RMSNorm(d, cfg.rms_norm_eps, dtype)
 
@@ -64,13 +65,13 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     """SwiGLU: one gate_up_proj GEMM, kernelkit's silu_and_mul, the down_proj GEMM."""
 
-    def __init__(self, cfg: ModelConfig, quant: QuantContext, prefix: str, dtype: torch.dtype):
+    def __init__(self, cfg: ModelConfig, quant: QuantContext, prefix: str, dtype: torch.dtype, tp: dict):
         super().__init__()
         inter = cfg.intermediate_size
         self.gate_up_proj = MergedColumnParallelLinear(cfg.hidden_size, [inter, inter], False, quant=quant,
-                                                       prefix=f"{prefix}.gate_up_proj", params_dtype=dtype)
+                                                       prefix=f"{prefix}.gate_up_proj", params_dtype=dtype, **tp)
         self.down_proj = RowParallelLinear(inter, cfg.hidden_size, False, quant=quant, prefix=f"{prefix}.down_proj",
-                                           params_dtype=dtype)
+                                           params_dtype=dtype, **tp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
@@ -81,14 +82,14 @@ class SparseMoeBlock(nn.Module):
     no scheme's pattern for ``gate_proj`` may catch it), then top-k softmax routing and the experts of one
     ``FusedMoE`` (``mlp.experts``), whose method the scheme chooses."""
 
-    def __init__(self, cfg: ModelConfig, quant: QuantContext, prefix: str, dtype: torch.dtype):
+    def __init__(self, cfg: ModelConfig, quant: QuantContext, prefix: str, dtype: torch.dtype, tp: dict):
         super().__init__()
         moe = cfg.moe
         self.gate = ReplicatedLinear(cfg.hidden_size, moe.num_experts, False, prefix=f"{prefix}.gate",
                                      params_dtype=dtype)
         self.experts = FusedMoE(moe.num_experts, moe.top_k, cfg.hidden_size, moe.intermediate_size,
                                 renormalize=moe.norm_topk_prob, quant=quant, prefix=f"{prefix}.experts",
-                                params_dtype=dtype)
+                                params_dtype=dtype, **tp)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.experts(x, self.gate(x))
@@ -98,13 +99,15 @@ class DecoderLayer(nn.Module):
     """Pre-norm block; the residual stream travels beside the hidden states so each norm fuses its add. Layer
     ``index`` has a :class:`SparseMoeBlock` where the config's MoE settings make it sparse, else the MLP."""
 
-    def __init__(self, cfg: ModelConfig, quant: QuantContext, prefix: str, dtype: torch.dtype, index: int = 0):
+    def __init__(self, cfg: ModelConfig, quant: QuantContext, prefix: str, dtype: torch.dtype, index: int = 0,
+                 tp: dict | None = None):
         super().__init__()
+        tp = tp or {}
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
-        self.self_attn = Attention(cfg, quant, f"{prefix}.self_attn", dtype)
+        self.self_attn = Attention(cfg, quant, f"{prefix}.self_attn", dtype, tp)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
         sparse = cfg.moe is not None and cfg.moe.is_sparse(index)
-        self.mlp = (SparseMoeBlock if sparse else MLP)(cfg, quant, f"{prefix}.mlp", dtype)
+        self.mlp = (SparseMoeBlock if sparse else MLP)(cfg, quant, f"{prefix}.mlp", dtype, tp)
 
     def forward(self, x, residual, cos, sin, kv_cache, meta, backend):
         if residual is None:

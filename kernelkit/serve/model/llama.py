@@ -22,10 +22,10 @@ from kernelkit.serve.model.rope import cos_sin, inverse_frequencies
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, quant: QuantContext, dtype: torch.dtype):
+    def __init__(self, cfg: ModelConfig, quant: QuantContext, dtype: torch.dtype, tp: dict):
         super().__init__()
-        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, "model.embed_tokens")
-        self.layers = nn.ModuleList(DecoderLayer(cfg, quant, f"model.layers.{i}", dtype, i)
+        self.embed_tokens = VocabParallelEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, "model.embed_tokens", **tp)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, quant, f"model.layers.{i}", dtype, i, tp)
                                     for i in range(cfg.num_layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
 
@@ -37,17 +37,23 @@ class LlamaForCausalLM(nn.Module):
         cfg: the model's shapes and switches.
         scheme: the checkpoint's quantization scheme (None: unquantized).
         dtype: activations and unquantized parameters.
+        tp_rank, tp_size: this process's tensor-parallel rank and the number of ranks (``kernelkit.layers``
+            splits heads, MLP and vocabulary; every rank computes the same hidden states and logits).
+    Raises:
+        ValueError: a model the ranks cannot split (heads, sizes or scale blocks; the layers name which).
     """
 
     packed_modules_mapping = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
-    def __init__(self, cfg: ModelConfig, scheme=None, dtype: torch.dtype = torch.float32):
+    def __init__(self, cfg: ModelConfig, scheme=None, dtype: torch.dtype = torch.float32, tp_rank: int = 0,
+                 tp_size: int = 1):
         super().__init__()
-        self.config = cfg
+        self.config, tp = cfg, {"tp_rank": tp_rank, "tp_size": tp_size}
         quant = QuantContext(scheme, self.packed_modules_mapping)
-        self.model = LlamaModel(cfg, quant, dtype)
+        self.model = LlamaModel(cfg, quant, dtype, tp)
         self.lm_head = ParallelLMHead(cfg.vocab_size, cfg.hidden_size, quant=quant, prefix="lm_head",
-                                      params_dtype=dtype)
+                                      params_dtype=dtype, **tp)
+        self.num_kv_heads = self.model.layers[0].self_attn.num_kv_heads  # this rank's, for its KV cache
         if cfg.tie_word_embeddings:
             self.lm_head.tie(self.model.embed_tokens)
         # fp32 always (a buffer would follow the model to bf16); moved once to the device of the first positions
