@@ -5,6 +5,11 @@ size 2 with one KV head (replicated on both ranks); SmolLM2 in fp8-block at size
 = 192 rows are not whole 128-blocks); workers are gone after close."""
 
 import json
+import os
+import re
+import signal
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,3 +84,56 @@ def test_replicated_kv_head_at_tensor_parallel_size_2(tmp_path):
 def test_fp8_block_smollm2_does_not_split_in_3(smollm2):
     with pytest.raises(ValueError, match=r"rows \[0, 192\) of 576 are not whole 128-row blocks"):
         LLM(smollm2("fp8"), tensor_parallel_size=3)
+
+
+def _tp_workers(proc) -> list[int]:
+    """The pids of the server's worker ranks, as it logs them when it starts them."""
+    return [int(pid) for pid in re.findall(r"tensor-parallel rank \d+ of \d+ started \(pid (\d+)\)", proc.output())]
+
+
+def _start(model):
+    from serve_process import start_server
+
+    return start_server(model, "--served-model-name", "tiny", "--tensor-parallel-size", "2", "--dtype", "fp32",
+                        "--kv-cache-memory", str(64 << 20))
+
+
+def _gone(pid: int, seconds: float = 30) -> bool:
+    for _ in range(int(seconds * 10)):
+        if not Path(f"/proc/{pid}").exists() or b"Z" in Path(f"/proc/{pid}/stat").read_bytes().split()[2]:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_server_at_tensor_parallel_size_2_answers_and_stops_its_ranks(tmp_path):
+    import openai
+
+    proc, url = _start(_tiny_gqa_llama(tmp_path / "gqa"))
+    try:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}],
+                                              max_tokens=8, temperature=0)
+        streamed = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}],
+                                                  max_tokens=8, temperature=0, stream=True)
+        assert chat.usage.completion_tokens >= 1
+        assert "".join(c.choices[0].delta.content or "" for c in streamed) == chat.choices[0].message.content
+        workers = _tp_workers(proc)
+        assert len(workers) == 1
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+        assert _gone(workers[0]), "the worker rank outlived the server"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_server_exits_non_zero_when_a_rank_dies(tmp_path):
+    proc, url = _start(_tiny_gqa_llama(tmp_path / "gqa"))
+    try:
+        os.kill(_tp_workers(proc)[0], signal.SIGKILL)
+        assert proc.wait(timeout=60) == 70
+        assert "tensor-parallel rank 1 died" in proc.output()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

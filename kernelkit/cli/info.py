@@ -1,4 +1,4 @@
-"""``kernelkit info``: the GPU, its target, toolchain versions, backends and registered kernels."""
+"""``kernelkit info``: the visible GPUs, the target, toolchain versions, backends and registered kernels."""
 
 from __future__ import annotations
 
@@ -34,10 +34,11 @@ def info() -> None:
     target = device_target()
     if target is None:
         console.print("GPU: none visible")
-    else:
-        props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        console.print(f"GPU: {props.name}, {props.multi_processor_count} SMs, "
-                      f"{props.total_memory / 2**30:.0f} GiB, compute capability {props.major}.{props.minor}")
+    else:  # every visible GPU: what --tensor-parallel-size can use (rank r runs on cuda:r)
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            console.print(f"GPU {index}: {props.name}, {props.multi_processor_count} SMs, "
+                          f"{props.total_memory / 2**30:.0f} GiB, compute capability {props.major}.{props.minor}")
     override = os.environ.get("KERNELKIT_ARCH")
     shown = f"{override} (KERNELKIT_ARCH)" if override else target or "none (set KERNELKIT_ARCH)"
     console.print(f"compile target: {shown}")

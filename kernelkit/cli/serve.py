@@ -24,6 +24,8 @@ def _engine_options(f):
         click.option("--load-format", default="auto", type=click.Choice(["auto", "dummy"]), show_default=True,
                      help="dummy: random weights of the config's shapes (benchmarks)"),
         click.option("--enforce-eager", is_flag=True, help="no CUDA graphs for decode steps"),
+        click.option("--tensor-parallel-size", "-tp", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="processes to split the model over (NCCL on GPUs 0..N-1, gloo on CPU)"),
     ]
     for option in reversed(options):
         f = option(f)
@@ -31,12 +33,13 @@ def _engine_options(f):
 
 
 def _config(model, dtype, device, max_num_seqs, max_num_batched_tokens, max_model_len, kv_cache_memory,
-            gpu_memory_utilization, no_prefix_caching, load_format, enforce_eager) -> EngineConfig:
+            gpu_memory_utilization, no_prefix_caching, load_format, enforce_eager,
+            tensor_parallel_size) -> EngineConfig:
     return EngineConfig(model=model, dtype=dtype, device=device, max_num_seqs=max_num_seqs,
                         max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
                         kv_cache_memory=kv_cache_memory, gpu_memory_utilization=gpu_memory_utilization,
                         enable_prefix_caching=not no_prefix_caching, load_format=load_format,
-                        enforce_eager=enforce_eager)
+                        enforce_eager=enforce_eager, tensor_parallel_size=tensor_parallel_size)
 
 
 def _load_engine(config: EngineConfig):
@@ -66,8 +69,12 @@ def serve_cmd(host, port, api_key, served_model_name, max_pending, max_request_b
     """Serve MODEL over an OpenAI-compatible HTTP API. Exits 0 after a signal, 1 if the engine fails for good."""
     from kernelkit.serve.server import serve
 
-    status = serve(_load_engine(_config(**engine)), host, port, api_key, served_model_name, max_pending,
-                   max_request_bytes, shutdown_timeout)
+    llm_engine = _load_engine(_config(**engine))
+    try:
+        status = serve(llm_engine, host, port, api_key, served_model_name, max_pending, max_request_bytes,
+                       shutdown_timeout)
+    finally:
+        llm_engine.close()
     raise SystemExit(status)
 
 
@@ -83,7 +90,6 @@ def serve_cmd(host, port, api_key, served_model_name, max_pending, max_request_b
 @click.option("--raw", is_flag=True, help="use PROMPT as is instead of a chat turn through the chat template")
 def generate_cmd(prompt, max_tokens, temperature, top_p, top_k, min_p, seed, raw, **engine) -> None:
     """Generate from PROMPT, streaming the text to the terminal."""
-    from kernelkit.serve.engine import RequestError
     from kernelkit.serve.sampling import SamplingParams
 
     try:
@@ -92,6 +98,15 @@ def generate_cmd(prompt, max_tokens, temperature, top_p, top_k, min_p, seed, raw
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     llm = _load_engine(_config(**engine))
+    try:
+        _stream(llm, prompt, params, raw)
+    finally:
+        llm.close()
+
+
+def _stream(llm, prompt: str, params, raw: bool) -> None:
+    from kernelkit.serve.engine import RequestError
+
     text = prompt if raw or llm.tokenizer.chat_template is None else llm.tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
     try:

@@ -71,8 +71,9 @@ class Workers:
         ctx = mp.get_context("spawn")
         self.procs = [ctx.Process(target=_worker_main, args=(build, rank, tp_size, init_method, device),
                                   name=f"kernelkit-tp-rank-{rank}", daemon=True) for rank in range(1, tp_size)]
-        for p in self.procs:
+        for rank, p in enumerate(self.procs, start=1):
             p.start()
+            log.info("tensor-parallel rank %d of %d started (pid %d)", rank, tp_size, p.pid)
         distributed.init_tensor_parallel(0, tp_size, init_method, device)
         self.group = control_group(device)
         self._closing = threading.Event()
