@@ -23,8 +23,10 @@ from kernelkit.ops.w4a16.ops import awq_gemm, w4a16_gemm
 from kernelkit.quant.awq.format import pack_autoawq, unpack_autoawq, unpack_compressed_tensors
 
 
-def _param(layer: nn.Module, name: str, tensor: torch.Tensor, loader) -> None:
-    layer.register_parameter(name, set_weight_attrs(nn.Parameter(tensor, requires_grad=False), weight_loader=loader))
+def _param(layer: nn.Module, name: str, tensor: torch.Tensor, loader, **layout) -> None:
+    """Register a parameter; ``layout``: its tensor-parallel layout (``kernelkit.layers.sharding``), if any."""
+    layer.register_parameter(name, set_weight_attrs(nn.Parameter(tensor, requires_grad=False), weight_loader=loader,
+                                                    **layout))
 
 
 def _shape_loader(param: nn.Parameter, loaded_weight: torch.Tensor, shard_id=None) -> None:
@@ -78,10 +80,13 @@ class AwqLinearMethod(LinearMethod):
         _check_group(input_size, self.group_size)
         n, groups = sum(output_partition_sizes), input_size // self.group_size
         packed = partitioned_loader(output_partition_sizes, dim=1, divisor=8, exact=True)
-        _param(layer, "qweight", torch.empty(input_size, n // 8, dtype=torch.int32), packed)
-        _param(layer, "qzeros", torch.empty(groups, n // 8, dtype=torch.int32), packed)
+        g = self.group_size  # tensor-parallel layout: K rows down, N columns across (8 per int32), groups of g rows
+        _param(layer, "qweight", torch.empty(input_size, n // 8, dtype=torch.int32), packed,
+               input_dim=0, output_dim=1, output_per_entry=8)
+        _param(layer, "qzeros", torch.empty(groups, n // 8, dtype=torch.int32), packed,
+               input_dim=0, input_per_entry=g, output_dim=1, output_per_entry=8)
         _param(layer, "scales", torch.empty(groups, n, dtype=torch.float16),
-               partitioned_loader(output_partition_sizes, dim=1))
+               partitioned_loader(output_partition_sizes, dim=1), input_dim=0, input_per_entry=g, output_dim=1)
 
     def process_weights_after_loading(self, layer):
         if mma_layout.supports(layer.input_size, self.group_size) is not None:  # the checkpoint's layout stays

@@ -30,11 +30,12 @@ class W8A8DynamicLinearMethod(LinearMethod):
     def create_weights(self, layer, input_size, output_partition_sizes, params_dtype):
         rows = sum(output_partition_sizes)
         loader = partitioned_loader(output_partition_sizes)
-        params = (("weight", (rows, input_size), torch.int8), ("weight_scale", (rows, 1), torch.float32),
-                  ("weight_offset", (rows, 1), torch.float32))
-        for name, shape, dtype in params:
+        params = (("weight", (rows, input_size), torch.int8, 1), ("weight_scale", (rows, 1), torch.float32, None),
+                  ("weight_offset", (rows, 1), torch.float32, None))
+        for name, shape, dtype, input_dim in params:  # per-channel scales: split with the rows, whole across K
             layer.register_parameter(name, set_weight_attrs(
-                nn.Parameter(torch.empty(shape, dtype=dtype), requires_grad=False), weight_loader=loader))
+                nn.Parameter(torch.empty(shape, dtype=dtype), requires_grad=False), weight_loader=loader,
+                output_dim=0, input_dim=input_dim))
 
     def process_weights_after_loading(self, layer):
         if layer.weight_offset.any():
