@@ -188,12 +188,12 @@ class LLMEngine:
         if not batch.seqs:
             return []
         scored = _prompt_logprob_rows(batch)
-        logits, picked, hidden = self.runner.run(batch, [row for row, _, _ in scored])
+        logits, picked, _ = self.runner.run(batch, [row for row, _, _ in scored])
         for seq, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
             seq.num_computed_tokens += n
             self.blocks.mark_computed(seq)
         if scored:
-            self._record_prompt_logprobs(scored, hidden)
+            self._record_prompt_logprobs(scored)
         outs = [self._finish_scoring(batch.seqs[i]) for i in picked if batch.seqs[i].params.max_tokens == 0]
         keep = [j for j, i in enumerate(picked) if batch.seqs[i].params.max_tokens > 0]
         seqs = [batch.seqs[picked[j]] for j in keep]
@@ -204,7 +204,7 @@ class LLMEngine:
                        for i, seq in enumerate(seqs)]
 
     @torch.inference_mode()
-    def _record_prompt_logprobs(self, scored: list[tuple[int, Sequence, int]], hidden: torch.Tensor) -> None:
+    def _record_prompt_logprobs(self, scored: list[tuple[int, Sequence, int]]) -> None:
         """Append each scored position's prompt logprob to its sequence, a few hundred rows of logits at a time."""
         for start in range(0, len(scored), PROMPT_LOGPROB_ROWS):
             chunk = scored[start:start + PROMPT_LOGPROB_ROWS]
