@@ -130,45 +130,62 @@ def _unfused_state_dict(model) -> dict[str, torch.Tensor]:
                                                  ("qwen3-30b-a3b", "modelslim-w8a8", False),
                                                  ("qwen3-30b-a3b", "modelslim-w4a8", False)])
 def bench_decode_step_batch1(record, tmp_path, shape, quant, eager):
+    _decode_step(record, tmp_path, shape, quant, eager)
+
+
+@pytest.mark.parametrize("executor", ["uni", "mp"])
+def bench_decode_step_tensor_parallel_1(record, tmp_path, executor):
+    """The batch-1 decode step of Llama-3-8B shapes in bf16 with CUDA graphs, in one process (``uni``) and on
+    the tensor-parallel path at one rank (``mp``: an NCCL process group of one, each step broadcast over its
+    gloo control group): what the tensor-parallel machinery costs when there is nothing to split."""
+    _decode_step(record, tmp_path, "llama3-8b", "bf16", False, distributed_executor_backend=executor)
+
+
+def _decode_step(record, tmp_path, shape, quant, eager, **engine_kw):
     config = SHAPES[shape]
     model = make_model_dir(tmp_path / shape, config, quant=quant)
-    llm = LLM(str(model), load_format="dummy", enforce_eager=eager, max_num_seqs=8)
+    llm = LLM(str(model), load_format="dummy", enforce_eager=eager, max_num_seqs=8, **engine_kw)
     engine = llm.engine
-    # bytes one decode step must read: every parameter once, except an untied embedding (one row is gathered;
-    # parameters() yields a tied embedding once, and lm_head reads all of it) and the experts a token does not
-    # route to (top_k of num_experts are read)
-    embed = engine.model.model.embed_tokens.weight
-    active = config.get("num_experts_per_tok", 1) / config.get("num_experts", 1)
-    weight_bytes = sum(p.numel() * p.element_size() * (active if ".experts." in name else 1)
-                       for name, p in engine.model.named_parameters()
-                       if p is not embed or engine.model.lm_head.weight is embed)
-    engine.add_request("decode", list(range(100, 228)), SamplingParams(temperature=0, max_tokens=160, ignore_eos=True))
-    steps, forwards, run = [], [], engine.runner.run
+    try:
+        # bytes one decode step must read: every parameter once, except an untied embedding (one row is gathered;
+        # parameters() yields a tied embedding once, and lm_head reads all of it) and the experts a token does not
+        # route to (top_k of num_experts are read)
+        embed = engine.model.model.embed_tokens.weight
+        active = config.get("num_experts_per_tok", 1) / config.get("num_experts", 1)
+        weight_bytes = sum(p.numel() * p.element_size() * (active if ".experts." in name else 1)
+                           for name, p in engine.model.named_parameters()
+                           if p is not embed or engine.model.lm_head.weight is embed)
+        engine.add_request("decode", list(range(100, 228)),
+                           SamplingParams(temperature=0, max_tokens=160, ignore_eos=True))
+        steps, forwards, run = [], [], engine.runner.run
 
-    def timed_run(*args, **kwargs):  # the forward alone (graph replay or eager launches), event-timed
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = run(*args, **kwargs)
-        end.record()
-        forwards.append((start, end))
-        return out
+        def timed_run(*args, **kwargs):  # the forward alone (graph replay or eager launches), event-timed
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = run(*args, **kwargs)
+            end.record()
+            forwards.append((start, end))
+            return out
 
-    engine.runner.run = timed_run
-    while engine.has_unfinished():
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        engine.step()
-        torch.cuda.synchronize()
-        steps.append(time.perf_counter() - t0)
-    decode = sorted(steps[32:])[len(steps[32:]) // 2]
-    forward = statistics.median(start.elapsed_time(end) for start, end in forwards[32:]) / 1e3
-    floor = weight_bytes / (copy_bandwidth_gbs() * 1e9)  # copy rate counts bytes read + written: all traffic
-    record("serve_decode_batch1", {"model": f"{shape} {quant}",
-                                   "mode": "eager" if eager else "CUDA graphs",
-                                   "weight GB": f"{weight_bytes / 1e9:.2f}", "decode step ms": f"{decode * 1e3:.2f}",
-                                   "forward ms": f"{forward * 1e3:.2f}",
-                                   "floor ms": f"{floor * 1e3:.2f}", "ratio": f"{decode / floor:.2f}x"},
-           ours={"decode step": decode * 1e3, "forward": forward * 1e3}, nbytes=int(weight_bytes))
+        engine.runner.run = timed_run
+        while engine.has_unfinished():
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            engine.step()
+            torch.cuda.synchronize()
+            steps.append(time.perf_counter() - t0)
+        decode = sorted(steps[32:])[len(steps[32:]) // 2]
+        forward = statistics.median(start.elapsed_time(end) for start, end in forwards[32:]) / 1e3
+        floor = weight_bytes / (copy_bandwidth_gbs() * 1e9)  # copy rate counts bytes read + written: all traffic
+        record("serve_decode_batch1", {"model": f"{shape} {quant}",
+                                       "mode": ("eager" if eager else "CUDA graphs") + "".join(
+                                           f", {v} executor" for v in engine_kw.values()),
+                                       "weight GB": f"{weight_bytes / 1e9:.2f}",
+                                       "decode step ms": f"{decode * 1e3:.2f}", "forward ms": f"{forward * 1e3:.2f}",
+                                       "floor ms": f"{floor * 1e3:.2f}", "ratio": f"{decode / floor:.2f}x"},
+               ours={"decode step": decode * 1e3, "forward": forward * 1e3}, nbytes=int(weight_bytes))
+    finally:
+        llm.close()
 
 
 def bench_step_host_overhead(record, tmp_path):

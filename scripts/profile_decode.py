@@ -1,5 +1,7 @@
 """Where a batch-1 decode step of the Llama-3-8B-shaped engine spends its time, eagerly (scripts/gpu_check.sh
-profile): the GPU kernels by total time (torch.profiler) and the host-side Python by own time (cProfile).
+profile): the GPU kernels by total time (torch.profiler), grouped by kernel class into a bar chart
+(``decode_breakdown_{bf16,fp8}.png`` and ``.json``: µs a step per class), and the host-side Python by own time
+(cProfile).
 
 usage: python scripts/profile_decode.py [--fp8] [--steps N] [--out DIR]
 """
@@ -9,7 +11,9 @@ from __future__ import annotations
 import argparse
 import cProfile
 import io
+import json
 import pstats
+import re
 import sys
 import tempfile
 import threading
@@ -64,6 +68,53 @@ def dispatch_costs() -> str:
     return "\n".join([*lines, f"threads: {threads}; switch interval {sys.getswitchinterval()} s"]) + "\n"
 
 
+# kernel name -> class, first match wins (quantizers before GEMMs: "w8a8" names both)
+KERNEL_CLASSES = (
+    ("attention", r"attn|attention|paged|flash|_decode_split|_decode_reduce|_prefill_kernel"),
+    ("activation quant", r"quant"),
+    ("norm", r"norm"),
+    ("rotary + KV store", r"rotary|rope|kv_|store|reshape_and_cache"),
+    ("GEMM", r"gemm|gemv|cutlass|xmma|nvjet|matmul|scaled_mm|splitk|split_k|_mm_|cublas|sm90|w8a8|w4a16"),
+    ("SiLU and mul", r"silu|act_and_mul|swiglu"),
+)
+
+
+def kernel_class(name: str) -> str:
+    """The class a GPU kernel's name falls in (``KERNEL_CLASSES``), else "other (copies, elementwise)"."""
+    lower = name.lower()
+    return next((cls for cls, pattern in KERNEL_CLASSES if re.search(pattern, lower)), "other (copies, elementwise)")
+
+
+def breakdown(prof, steps: int) -> dict[str, float]:
+    """µs a step per kernel class, from a CUDA-only torch.profiler run over ``steps`` decode steps."""
+    classes: dict[str, float] = {}
+    for event in prof.key_averages():
+        if event.device_type != torch.autograd.DeviceType.CUDA or event.device_time_total <= 0:
+            continue
+        cls = kernel_class(event.key)
+        classes[cls] = classes.get(cls, 0.0) + event.device_time_total / steps
+    return dict(sorted(classes.items(), key=lambda kv: -kv[1]))
+
+
+def plot_breakdown(classes: dict[str, float], title: str, path: Path) -> None:
+    """A horizontal bar chart of µs a step per kernel class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(classes) + 1.2))
+    names, values = list(classes)[::-1], list(classes.values())[::-1]
+    ax.barh(names, values)
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:.0f}", va="center", fontsize=8)
+    ax.set_xlabel("GPU µs per decode step (eager)")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fp8", action="store_true", help="the fp8-block checkpoint (default bf16)")
@@ -87,6 +138,13 @@ def main() -> None:
         torch.cuda.synchronize()
     report.write(f"# {name}: GPU kernels over {args.steps} decode steps (context ~530 tokens)\n")
     report.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
+    classes = breakdown(prof, args.steps)
+    report.write(f"\n# {name}: GPU µs per decode step by kernel class (total {sum(classes.values()):.0f})\n")
+    report.write("".join(f"{cls:32s} {us:8.1f}\n" for cls, us in classes.items()))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"decode_breakdown_{name}.json").write_text(json.dumps(classes, indent=1) + "\n")
+    plot_breakdown(classes, f"Llama-3-8B shapes, {name}, batch 1, context ~530: {torch.cuda.get_device_name()}",
+                   args.out / f"decode_breakdown_{name}.png")
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(args.steps):

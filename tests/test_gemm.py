@@ -98,6 +98,26 @@ def test_config_lookup(config_dir):
     assert configs.get_config(8192, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 128
 
 
+def test_tuned_triton_faster_than_cublas_takes_the_dispatch(config_dir, monkeypatch):
+    """An entry that tune_gemm.py timed faster than cuBLAS block-wise turns cuBLAS off at that M (and within 4x
+    of it) for that shape and device only; elsewhere cuBLAS stays first."""
+    from kernelkit.ops.gemm import ops
+
+    tuned = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 8, "num_warps": 4,
+             "num_stages": 4, "SPLIT_K": 2}
+    name = configs.config_file_name(2112, 256, "NVIDIA H100 80GB HBM3", (128, 128))
+    (config_dir / name).write_text(json.dumps({"16": tuned | {"faster_than_cublas": True},
+                                               "4096": tuned | {"faster_than_cublas": False}}))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    for m, n, want in ((16, 2112, True), (48, 2112, True), (4096, 2112, False), (16, 4096, False)):
+        assert configs.faster_than_cublas(m, n, 256, "NVIDIA H100 80GB HBM3", (128, 128)) is want
+        (a, b, a_s, b_s), _, _ = _operands(m, n, 256, seed=m)
+        why = ops._cublas_unsupported(a, b, a_s, b_s, (128, 128), torch.bfloat16)
+        assert (why == "the tuned Triton config was timed faster at this shape and batch size") is want
+        assert want or why is None
+    assert not configs.faster_than_cublas(16, 2112, 256, "NVIDIA A100-SXM4-80GB", (128, 128))
+
+
 def test_default_decode_config_splits_k_for_narrow_outputs():
     """M = 1: N = 4096 has 128 tiles of 32 columns, so K is split 3 ways (>= 264 programs); N = 28672 has enough
     tiles; a short K is never split below 4 blocks a program."""

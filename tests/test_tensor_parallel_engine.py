@@ -50,7 +50,7 @@ def _tiny_gqa_llama(path):
 
 
 def _run(model, tp, **kw):
-    llm = LLM(str(model), tensor_parallel_size=tp, dtype="fp32", kv_cache_memory=64 << 20, **kw)
+    llm = LLM(str(model), tensor_parallel_size=tp, device="cpu", dtype="fp32", kv_cache_memory=64 << 20, **kw)
     try:
         return llm.generate(PROMPTS, GREEDY), llm
     finally:
@@ -81,9 +81,22 @@ def test_replicated_kv_head_at_tensor_parallel_size_2(tmp_path):
     assert llm.engine.model.num_kv_heads == 1 and len(llm.engine.workers.procs) == 1  # the one KV head on both
 
 
+def test_mp_executor_at_one_rank_generates_as_one_process(tmp_path):
+    """The tensor-parallel path with nothing to split: a process group of one, each step broadcast."""
+    model = _tiny_gqa_llama(tmp_path / "gqa")
+    single, _ = _run(model, 1)
+    one, llm = _run(model, 1, distributed_executor_backend="mp")
+    _assert_same(single, one)
+    assert llm.engine.workers is not None and llm.engine.workers.procs == []
+    with pytest.raises(ValueError, match="'uni' runs one rank; tensor_parallel_size is 2"):
+        LLM(str(model), tensor_parallel_size=2, distributed_executor_backend="uni", device="cpu")
+    with pytest.raises(ValueError, match="must be mp or uni, got 'ray'"):
+        LLM(str(model), distributed_executor_backend="ray", device="cpu")
+
+
 def test_fp8_block_smollm2_does_not_split_in_3(smollm2):
     with pytest.raises(ValueError, match=r"rows \[0, 192\) of 576 are not whole 128-row blocks"):
-        LLM(smollm2("fp8"), tensor_parallel_size=3)
+        LLM(smollm2("fp8"), tensor_parallel_size=3, device="cpu")
 
 
 def _tp_workers(proc) -> list[int]:
@@ -94,7 +107,8 @@ def _tp_workers(proc) -> list[int]:
 def _start(model):
     from serve_process import start_server
 
-    return start_server(model, "--served-model-name", "tiny", "--tensor-parallel-size", "2", "--dtype", "fp32",
+    return start_server(model, "--served-model-name", "tiny", "--tensor-parallel-size", "2", "--device", "cpu",
+                        "--dtype", "fp32",
                         "--kv-cache-memory", str(64 << 20))
 
 

@@ -26,6 +26,11 @@ class EngineConfig:
             config.json, quantized by its quantization_config if any: for benchmarks, as vLLM's dummy format).
         tensor_parallel_size: processes the model is split over (``kernelkit.serve.tensor_parallel``): gloo on
             CPU, NCCL on CUDA with rank r on cuda:r.
+        distributed_executor_backend: ``mp`` runs the ranks as processes in a process group (what
+            ``tensor_parallel_size`` above 1 always does), ``uni`` runs the one rank in this process without one;
+            None (default): ``mp`` above one rank, ``uni`` at one. ``mp`` at one rank runs the tensor-parallel
+            path (process group, NCCL on CUDA, each step's broadcast) with nothing to split, as vLLM's option
+            of the same name does: to check that path, or its cost, on one GPU.
     """
 
     model: str
@@ -43,3 +48,4 @@ class EngineConfig:
     attention_backend: str = "auto"
     enforce_eager: bool = False
     tensor_parallel_size: int = 1
+    distributed_executor_backend: str | None = None

@@ -84,9 +84,25 @@ class RequestOutput:
         return self._prompt_logprobs
 
 
+def _executor(config: EngineConfig, device: torch.device) -> str:
+    """``mp`` or ``uni`` (EngineConfig.distributed_executor_backend). Raises ValueError for another value, or
+    ``uni`` with more than one rank, or more CUDA ranks than visible GPUs."""
+    choice = config.distributed_executor_backend or ("mp" if config.tensor_parallel_size > 1 else "uni")
+    if choice not in ("mp", "uni"):
+        raise ValueError(f"distributed_executor_backend must be mp or uni, got {choice!r}")
+    if choice == "mp" and device.type == "cuda" and config.tensor_parallel_size > torch.cuda.device_count():
+        raise ValueError(f"tensor_parallel_size={config.tensor_parallel_size} needs as many GPUs (rank r runs on "
+                         f"cuda:r); {torch.cuda.device_count()} visible")
+    if choice == "uni" and config.tensor_parallel_size > 1:
+        raise ValueError(f"distributed_executor_backend='uni' runs one rank; tensor_parallel_size is "
+                         f"{config.tensor_parallel_size}: use 'mp'")
+    return choice
+
+
 class LLMEngine:
-    """The engine. With ``tensor_parallel_size`` N > 1 this process is rank 0 of N (``tensor_parallel.py``):
-    it starts ranks 1..N-1 as worker processes, each loading its share of the model; ``close`` stops them."""
+    """The engine. With ``tensor_parallel_size`` N > 1 (or the ``mp`` executor) this process is rank 0 of N
+    (``tensor_parallel.py``): it starts ranks 1..N-1 as worker processes, each loading its share of the model;
+    ``close`` stops them."""
 
     def __init__(self, config: EngineConfig):
         from transformers import AutoTokenizer
@@ -99,7 +115,7 @@ class LLMEngine:
             gc.collect()  # an engine dropped by the caller may still hold its weights and KV cache through cycles
             torch.cuda.empty_cache()
         self.workers = None
-        if config.tensor_parallel_size > 1:
+        if _executor(config, self.device) == "mp":
             from kernelkit.serve.tensor_parallel import Workers
 
             for rank in range(config.tensor_parallel_size):  # every rank's split, on meta, before any process starts

@@ -20,7 +20,8 @@ log = logging.getLogger("kernelkit.serve")
 
 def build_rank(config: EngineConfig, dtype: torch.dtype, device: torch.device, rank: int, group=None):
     """(model, runner, max_model_len) of tensor-parallel ``rank`` of ``config.tensor_parallel_size``; ``group``:
-    the ranks' control group, over which they agree on the fewest KV blocks any of them can hold.
+    the ranks' control group, over which they agree on the fewest KV blocks any of them can hold (None: one
+    process, in no process group).
 
     Raises:
         ValueError: no room for one KV block, an explicit max_model_len that does not fit, an unknown attention
@@ -31,7 +32,7 @@ def build_rank(config: EngineConfig, dtype: torch.dtype, device: torch.device, r
     backend = attention_backend(config, device)
     graphs = device.type == "cuda" and backend.capturable and not config.enforce_eager
     num_blocks = num_kv_blocks(config, model, device, dtype, reserved=int(graphs))  # graphs' padding rows own one
-    if tp_size > 1:
+    if group is not None:
         from kernelkit.serve.tensor_parallel import agree_num_blocks
 
         num_blocks = agree_num_blocks(num_blocks, group)

@@ -43,7 +43,7 @@ def _free_port() -> int:
 def control_group(device: torch.device):
     """The group rank 0 broadcasts calls on: the default group on CPU (gloo already), a gloo group beside
     NCCL on CUDA (NCCL moves tensors on the GPU, not pickled Python objects)."""
-    return None if device.type != "cuda" else dist.new_group(backend="gloo")
+    return dist.group.WORLD if device.type != "cuda" else dist.new_group(backend="gloo")
 
 
 def agree_num_blocks(num_blocks: int, group) -> int:

@@ -3,7 +3,9 @@
 Tuned configs live in ``configs/`` as JSON files named like sglang's:
 ``N={N},K={K},device_name={name},dtype=fp8_w8a8,block_shape=[{bn}, {bk}].json``, each mapping a batch size M
 to {BLOCK_SIZE_M, BLOCK_SIZE_N, BLOCK_SIZE_K, GROUP_SIZE_M, num_warps, num_stages} and optionally SPLIT_K
-(kernelkit's addition; 1 when absent, as in sglang's files). For a given M the entry
+(kernelkit's addition; 1 when absent, as in sglang's files) and ``faster_than_cublas`` (kernelkit's too: true
+where ``scripts/tune_gemm.py`` timed this config faster than cuBLAS block-wise at that M on that device, so the
+dispatch runs Triton there instead; false or absent: cuBLAS first). For a given M the entry
 whose key is nearest on a log scale is used, if it is within 4x of M (a decode config is no prefill config).
 Otherwise, or with no file for the shape and device (or another device of its chip,
 ``kernelkit.ops.tuned_devices``), ``default_config`` applies.
@@ -71,3 +73,9 @@ def get_config(m: int, n: int, k: int, device_name: str, block_size: tuple[int, 
     if config.get("BLOCK_SIZE_K", block_size[1]) != block_size[1]:
         raise ValueError(f"{path.name}: BLOCK_SIZE_K must equal the quantization block {block_size[1]}")
     return config
+
+
+def faster_than_cublas(m: int, n: int, k: int, device_name: str, block_size: tuple[int, int]) -> bool:
+    """Whether the tuned config ``get_config`` picks for this call was timed faster than cuBLAS block-wise
+    (its ``faster_than_cublas``); False for a default config."""
+    return bool(get_config(m, n, k, device_name, block_size).get("faster_than_cublas", False))

@@ -1,8 +1,8 @@
 """``w8a8_block_fp8_matmul``: block-scaled FP8 GEMM as a ``torch.library`` custom op.
 
 On CUDA tensors: cuBLAS block-wise (``torch._scaled_mm``) for shape classes where a one-time probe agrees with
-the Triton kernel, else the Triton kernel, else the reference (each fallback logged once); on CPU the
-dequantize-and-matmul reference.
+the Triton kernel and no tuned Triton config was timed faster (``configs.faster_than_cublas``), else the Triton
+kernel, else the reference (each fallback logged once); on CPU the dequantize-and-matmul reference.
 """
 
 from __future__ import annotations
@@ -36,6 +36,9 @@ def _never(*args) -> None:
 def _cublas_unsupported(a, b, a_scales, b_scales, block_size, output_dtype):
     from kernelkit.ops.gemm import scaled_mm
 
+    if configs.faster_than_cublas(a.shape[0], b.shape[0], a.shape[1], torch.cuda.get_device_name(a.device),
+                                  tuple(block_size)):
+        return "the tuned Triton config was timed faster at this shape and batch size"
     return scaled_mm.unsupported(a, b, a_scales, block_size)
 
 
@@ -46,9 +49,10 @@ def _cublas(a, b, a_scales, b_scales, block_size, output_dtype):
                             lambda: _triton(a, b, a_scales, b_scales, block_size, output_dtype))
 
 
-# cuBLAS first where its probe passed (from M = 16 it is 1.7-2x faster than our Triton kernel on an H200:
-# benches/RESULTS.md); our Triton kernel covers M = 1, unaligned scale columns, K not a multiple of 128 and
-# other block sizes.
+# cuBLAS first where its probe passed (from M = 16 it is 1.7-2x faster than our Triton kernel on an H200 at
+# most shapes: benches/RESULTS.md), except where a tuned config says Triton was timed faster (thin shapes at
+# M = 16-256, where cuBLAS block-wise has too few output tiles and no split K); our Triton kernel covers M = 1,
+# unaligned scale columns, K not a multiple of 128 and other block sizes.
 GEMM_IMPLS = (
     ("cublas", _cublas_unsupported, _cublas),
     ("triton", _never, _triton),

@@ -1,0 +1,70 @@
+"""GPU: the tensor-parallel path on one GPU. ``kernelkit.distributed``'s collectives on an NCCL process group of
+one rank, eagerly and replayed from a CUDA graph, return their input (a sum over one rank); the engine on the
+``mp`` executor at one rank (an NCCL process group of one, each step broadcast over the gloo control group,
+the KV blocks agreed over it) gives the same greedy tokens and logprobs as the single-process engine, with
+CUDA graphs on, and leaves the process group when closed. Skipped without a GPU."""
+
+import pytest
+import torch
+import torch.distributed as dist
+from tiny_llama import write_tiny_model
+
+from kernelkit import distributed
+from kernelkit.serve import LLM, SamplingParams
+
+pytestmark = pytest.mark.gpu
+GREEDY = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=2)
+
+
+def test_nccl_collectives_of_one_rank_eager_and_in_a_cuda_graph(tmp_path):
+    distributed.init_tensor_parallel(0, 1, f"file://{tmp_path / 'rendezvous'}", "cuda")
+    try:
+        assert dist.get_backend() == "nccl"
+        x = torch.randn(7, 333, device="cuda", dtype=torch.bfloat16)
+        want = x.clone()
+        assert distributed.all_reduce(x) is x and torch.equal(x, want)
+        torch.testing.assert_close(distributed.all_gather(x), want, rtol=0, atol=0)
+        static = torch.empty_like(x)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capturing stream, as torch's CUDA graph notes ask
+            distributed.all_reduce(static.copy_(x) * 2)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = distributed.all_reduce(static * 2)
+        for _ in range(2):  # fresh inputs each replay
+            fresh = torch.randn_like(x)
+            static.copy_(fresh)
+            graph.replay()
+            torch.cuda.synchronize()
+            torch.testing.assert_close(out, fresh * 2, rtol=0, atol=0)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_mp_executor_at_one_rank_generates_as_one_process(tmp_path):
+    model = write_tiny_model(tmp_path / "tiny")
+    prompts = [[(5 * i + j) % 280 + 2 for j in range(n)] for i, n in enumerate((70, 3, 33, 128, 9))]
+    kw = dict(device="cuda", dtype="fp32", max_num_seqs=8, gpu_memory_utilization=0.3)
+    single = LLM(model, **kw)
+    want = single.generate(prompts, GREEDY)
+    del single
+    llm = LLM(model, distributed_executor_backend="mp", **kw)
+    try:
+        assert dist.is_initialized() and dist.get_backend() == "nccl" and dist.get_world_size() == 1
+        assert llm.engine.runner.graphs is not None  # decode steps replay CUDA graphs on this path too
+        got = llm.generate(prompts, GREEDY)
+    finally:
+        llm.close()
+    assert not dist.is_initialized()
+    for a, b in zip(want, got, strict=True):
+        assert b.token_ids == a.token_ids
+        for (tok_a, lp_a, _), (tok_b, lp_b, _) in zip(a.logprobs, b.logprobs, strict=True):
+            assert tok_a == tok_b and abs(lp_a - lp_b) < 1e-4
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 1, reason="needs exactly one visible GPU")
+def test_more_ranks_than_gpus_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="tensor_parallel_size=2 needs as many GPUs .* 1 visible"):
+        LLM(write_tiny_model(tmp_path / "tiny"), device="cuda", tensor_parallel_size=2)
