@@ -88,9 +88,10 @@ def test_fp8_block_serves_coherent_text_close_to_a_dequantized_reference(smollm2
                 linear.weight.data = dequantize_weight(child.weight, child.weight_scale_inv)
                 setattr(parent, name, linear)
     agree, total = 0, 0
-    for prompt in PROMPTS[:5]:
-        ids = llm.engine.tokenizer.encode(prompt)
-        tokens = torch.tensor(llm.generate([ids], GREEDY)[0].token_ids)
+    prompt_ids = [llm.engine.tokenizer.encode(prompt) for prompt in PROMPTS[:5]]
+    outputs = llm.generate(prompt_ids, GREEDY)  # one batch: the reference below is teacher-forced on its tokens
+    for prompt, ids, out in zip(PROMPTS, prompt_ids, outputs):
+        tokens = torch.tensor(out.token_ids)
         with torch.no_grad():
             logits = reference(torch.tensor([ids + tokens.tolist()])).logits[0, len(ids) - 1:-1]
         margin = logits.max(-1).values - logits.gather(-1, tokens[:, None]).squeeze(-1)
