@@ -36,7 +36,7 @@ def build_rank(config: EngineConfig, dtype: torch.dtype, device: torch.device, r
         from kernelkit.serve.tensor_parallel import agree_num_blocks
 
         num_blocks = agree_num_blocks(num_blocks, group)
-    max_model_len = max_model_len_for(config, model, num_blocks * config.block_size)
+    max_model_len = max_model_len_for(config, model, num_blocks * config.block_size, warn=rank == 0)
     runner = ModelRunner(model, num_blocks, config.block_size, dtype, device, backend,
                          graph_batch_sizes(min(config.max_num_seqs, 512)) if graphs else [], max_model_len)
     return model, runner, max_model_len
@@ -47,9 +47,10 @@ def build_worker(config: EngineConfig, dtype: torch.dtype, rank: int, group, dev
     return build_rank(config, dtype, device, rank, group)[1]
 
 
-def max_model_len_for(config: EngineConfig, model, kv_tokens: int) -> int:
+def max_model_len_for(config: EngineConfig, model, kv_tokens: int, warn: bool = True) -> int:
     """``max_model_len``, or by default the model's context (at most 8192) capped to what the KV cache holds
-    (logged). Raises ValueError if an explicit ``max_model_len`` does not fit the KV cache."""
+    (logged if ``warn``: by rank 0 only, as every rank comes to the same cap). Raises ValueError if an explicit
+    ``max_model_len`` does not fit the KV cache."""
     configured = config.max_model_len
     wanted = configured or min(model.config.max_position_embeddings, 8192)
     if wanted <= kv_tokens:
@@ -57,8 +58,9 @@ def max_model_len_for(config: EngineConfig, model, kv_tokens: int) -> int:
     if configured:
         raise ValueError(f"max_model_len={configured} does not fit the KV cache, which holds {kv_tokens} tokens: "
                          "lower max_model_len or give the KV cache more memory")
-    log.warning("the KV cache holds %d tokens, fewer than the model's context of %d: max_model_len is %d",
-                kv_tokens, wanted, kv_tokens)
+    if warn:
+        log.warning("the KV cache holds %d tokens, fewer than the model's context of %d: max_model_len is %d",
+                    kv_tokens, wanted, kv_tokens)
     return kv_tokens
 
 

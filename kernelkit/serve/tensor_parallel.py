@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+import shutil
+import tempfile
 import threading
 import time
 
@@ -32,12 +33,6 @@ from kernelkit import distributed
 
 log = logging.getLogger("kernelkit.serve")
 WORKER_DIED_EXIT = 70
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def control_group(device: torch.device):
@@ -67,7 +62,9 @@ class Workers:
     """
 
     def __init__(self, build, tp_size: int, device: torch.device):
-        init_method = f"tcp://127.0.0.1:{_free_port()}"
+        # a rendezvous file in a fresh private folder: no port to pick that another process could take first
+        self._rendezvous = tempfile.mkdtemp(prefix="kernelkit-tp-")
+        init_method = f"file://{self._rendezvous}/store"
         ctx = mp.get_context("spawn")
         self.procs = [ctx.Process(target=_worker_main, args=(build, rank, tp_size, init_method, device),
                                   name=f"kernelkit-tp-rank-{rank}", daemon=True) for rank in range(1, tp_size)]
@@ -84,6 +81,7 @@ class Workers:
             for rank, p in enumerate(self.procs, start=1):
                 if not p.is_alive() and not self._closing.is_set():
                     log.error("tensor-parallel rank %d died (exit code %s); stopping", rank, p.exitcode)
+                    shutil.rmtree(self._rendezvous, ignore_errors=True)
                     os._exit(WORKER_DIED_EXIT)
 
     def broadcast(self, call: tuple) -> None:
@@ -103,6 +101,7 @@ class Workers:
                 if p.is_alive():
                     p.kill()
             dist.destroy_process_group()
+            shutil.rmtree(self._rendezvous, ignore_errors=True)
 
 
 def _watch_parent(parent: int) -> None:
