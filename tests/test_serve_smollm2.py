@@ -90,7 +90,7 @@ def test_fp8_block_serves_coherent_text_close_to_a_dequantized_reference(smollm2
     agree, total = 0, 0
     prompt_ids = [llm.engine.tokenizer.encode(prompt) for prompt in PROMPTS[:5]]
     outputs = llm.generate(prompt_ids, GREEDY)  # one batch: the reference below is teacher-forced on its tokens
-    for prompt, ids, out in zip(PROMPTS, prompt_ids, outputs):
+    for prompt, ids, out in zip(PROMPTS[:5], prompt_ids, outputs, strict=True):
         tokens = torch.tensor(out.token_ids)
         with torch.no_grad():
             logits = reference(torch.tensor([ids + tokens.tolist()])).logits[0, len(ids) - 1:-1]

@@ -1,8 +1,8 @@
 """The engine split over tensor-parallel ranks on the CPU (gloo; rank 0 here, the workers spawned by the engine):
-greedy tokens equal to tensor-parallel size 1 for 32 new tokens on 5 prompts, and the sampled and prompt
-logprobs within 1e-4. SmolLM2 at size 3 (9 query and 3 KV heads: one KV head per rank) and a tiny Llama at
-size 2 with one KV head (replicated on both ranks); SmolLM2 in fp8-block at size 3 gets the clear error (576 / 3
-= 192 rows are not whole 128-blocks); workers are gone after close."""
+greedy tokens equal to tensor-parallel size 1 for 32 new tokens on 5 prompts, and the sampled and prompt logprobs
+within 1e-4. SmolLM2 at size 3 (9 query and 3 KV heads: one KV head per rank) and a tiny Llama at size 2 with one KV
+head (replicated on both ranks), a tiny Qwen3-MoE at size 2 (experts split); SmolLM2 in fp8-block at size 3 gets the
+clear error (576 / 3 = 192 rows are not whole 128-blocks); workers are gone after close."""
 
 import json
 import os
@@ -79,6 +79,19 @@ def test_replicated_kv_head_at_tensor_parallel_size_2(tmp_path):
     split, llm = _run(model, 2)
     _assert_same(single, split)
     assert llm.engine.model.num_kv_heads == 1 and len(llm.engine.workers.procs) == 1  # the one KV head on both
+
+
+def test_qwen3_moe_at_tensor_parallel_size_2(tmp_path):
+    """A tiny Qwen3-MoE (8 experts, top-3, a dense layer among the sparse ones): every expert's intermediate
+    size split over the ranks, attention heads too."""
+    from tiny_moe import write_tiny_moe
+
+    write_tiny_moe(tmp_path / "moe", "renormalized", {"num_attention_heads": 4, "num_key_value_heads": 2})
+    single, _ = _run(tmp_path / "moe", 1)
+    split, llm = _run(tmp_path / "moe", 2)
+    _assert_same(single, split)
+    experts = llm.engine.model.model.layers[0].mlp.experts
+    assert experts.w13_weight.shape == (8, 40, 96) and experts.w2_weight.shape == (8, 96, 20)
 
 
 def test_mp_executor_at_one_rank_generates_as_one_process(tmp_path):

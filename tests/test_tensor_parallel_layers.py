@@ -5,7 +5,8 @@ heads over 3 ranks, SmolLM2's) and replicated (1 KV head over 2 ranks), gate_up,
 bias (all-reduce), the vocab-parallel embedding and LM head, and quantized layers whose shares are whole
 blocks. A split that would cut a block, an uneven split and a method without a declared layout are
 refused when the layer is built, in a single process. AWQ (AutoAWQ GEMM: 8 columns per int32, 128-row
-groups) and msModelSlim W8A8 shard too; W4A8 (its Ascend-only ``scale_bias``) does not yet."""
+groups) and msModelSlim W8A8 shard too; W4A8 (its Ascend-only ``scale_bias``) does not yet. FusedMoE splits
+every expert's intermediate size (gate/up rows, down columns, outputs summed), unquantized and W8A8."""
 
 import tempfile
 from pathlib import Path
@@ -28,6 +29,7 @@ from kernelkit.layers import (
     load_tensors,
 )
 from kernelkit.layers.loader import packed_rules
+from kernelkit.layers.moe import FusedMoE
 from kernelkit.quant.awq.format import pack_autoawq
 from kernelkit.quant.awq.format import quantize as awq_quantize
 from kernelkit.quant.awq.linear import AwqLinearMethod
@@ -35,6 +37,7 @@ from kernelkit.quant.fp8_block.format import quantize_weight
 from kernelkit.quant.fp8_block.linear import Fp8BlockLinearMethod
 from kernelkit.quant.modelslim.format import quantize_weight as modelslim_quantize
 from kernelkit.quant.modelslim.linear import W4A8DynamicLinearMethod, W8A8DynamicLinearMethod
+from kernelkit.quant.modelslim.moe import W4A8DynamicMoEMethod, W8A8DynamicMoEMethod
 
 PACKED = {"qkv_proj": ["q_proj", "k_proj", "v_proj"], "gate_up_proj": ["gate_proj", "up_proj"]}
 
@@ -171,6 +174,71 @@ def test_sharded_layers_equal_the_whole_ones(world, heads, kv_heads, quant_name)
     with tempfile.TemporaryDirectory() as tmp:
         init = (Path(tmp) / "rendezvous").as_uri()
         mp.spawn(_worker, args=(world, init, heads, kv_heads, quant_name), nprocs=world, join=True)
+
+
+class _Experts:
+    """Every MoE layer with one method (None: unquantized)."""
+
+    def __init__(self, method):
+        self.method = method
+
+    def linear_method(self, prefix):
+        return None
+
+    def moe_method(self, prefix):
+        return self.method
+
+
+def _moe(tp_rank, tp_size, method, experts=5, hidden=64, inter=96):
+    quant = QuantContext(_Experts(method))
+    layer = FusedMoE(experts, 2, hidden, inter, quant=quant, prefix="m.experts", tp_rank=tp_rank, tp_size=tp_size)
+    g = torch.Generator().manual_seed(7)
+    for e in range(experts):  # every rank reads the same whole checkpoint tensors and keeps its share
+        parts = {("w13_", (e, 0)): torch.randn(inter, hidden, generator=g) * 0.1,
+                 ("w13_", (e, 1)): torch.randn(inter, hidden, generator=g) * 0.1,
+                 ("w2_", (e, 0)): torch.randn(hidden, inter, generator=g) * 0.1}
+        for (stem, shard_id), w in parts.items():
+            tensors = {"weight": w} if method is None else modelslim_quantize(w)
+            for suffix, t in tensors.items():
+                param = getattr(layer, stem + suffix)
+                param.weight_loader(param, t, shard_id)
+    layer.quant_method.process_weights_after_loading(layer)
+    return layer
+
+
+def _moe_worker(rank, world, init, quantized):
+    distributed.init_tensor_parallel(rank, world, init)
+    try:
+        method = W8A8DynamicMoEMethod() if quantized else None
+        whole, part = _moe(0, 1, method), _moe(rank, world, method)
+        assert part.w13_weight.shape[1] == 2 * 96 // world and part.w2_weight.shape[2] == 96 // world
+        g = torch.Generator().manual_seed(3)
+        x, logits = torch.randn(11, 64, generator=g), torch.randn(11, 5, generator=g)
+        with torch.no_grad():
+            ref, ours = whole(x, logits), part(x, logits)
+        if quantized:  # each rank quantizes its own share of the intermediate activations: other token scales
+            assert (ours - ref).norm() / ref.norm() < 1e-2
+        else:
+            torch.testing.assert_close(ours, ref, rtol=0, atol=1e-5)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("quantized", [False, True], ids=["unquantized", "modelslim-w8a8"])
+def test_fused_moe_split_over_two_ranks_equals_the_whole_layer(quantized):
+    with tempfile.TemporaryDirectory() as tmp:
+        init = (Path(tmp) / "rendezvous").as_uri()
+        mp.spawn(_moe_worker, args=(2, init, quantized), nprocs=2, join=True)
+
+
+def test_fused_moe_splits_that_do_not_fit_are_refused():
+    with pytest.raises(ValueError, match="m.experts expert intermediate size: 96 is not divisible by the "
+                                         "tensor-parallel size 5"):
+        FusedMoE(4, 2, 64, 96, prefix="m.experts", tp_rank=0, tp_size=5)
+    with pytest.raises(NotImplementedError, match=r"m.experts.w13_weight: its method does not declare how it "
+                                                  r"splits"):
+        FusedMoE(4, 2, 64, 96, quant=QuantContext(_Experts(W4A8DynamicMoEMethod())), prefix="m.experts",
+                 tp_rank=0, tp_size=2)
 
 
 def test_kv_heads_replicated_on_the_ranks_whose_queries_they_serve():

@@ -7,7 +7,8 @@ Parameters (vLLM's and sglang's names for these checkpoints, as vllm-ascend's ``
 creates them): ``w13_weight`` int8 [E, 2I, H], ``w13_weight_scale`` / ``w13_weight_offset`` fp32 [E, 2I, 1],
 ``w2_weight`` int8 [E, H, I], ``w2_weight_scale`` / ``w2_weight_offset`` fp32 [E, H, 1], filled from each
 expert's ``experts.{e}.{gate,up,down}_proj.{weight,weight_scale,weight_offset}``. Offsets must be zero
-(symmetric weights), as for the linear method.
+(symmetric weights), as for the linear method. W8A8 experts split over tensor-parallel ranks (``FusedMoE``);
+W4A8's packed weights do not declare a split yet and run at tensor-parallel size 1.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ class W8A8DynamicMoEMethod(MoEMethod):
         for prefix, rows, cols, stacked in (("w13", 2 * intermediate_size, hidden_size, True),
                                             ("w2", hidden_size, intermediate_size, False)):
             loader = expert_loader(intermediate_size, stacked)
-            for suffix, shape, dtype in (("weight", (num_experts, rows, cols), torch.int8),
-                                         ("weight_scale", (num_experts, rows, 1), torch.float32),
-                                         ("weight_offset", (num_experts, rows, 1), torch.float32)):
+            for suffix, shape, dtype, input_dim in (("weight", (num_experts, rows, cols), torch.int8, 1),
+                                                    ("weight_scale", (num_experts, rows, 1), torch.float32, None),
+                                                    ("weight_offset", (num_experts, rows, 1), torch.float32, None)):
                 param = nn.Parameter(torch.empty(shape, dtype=dtype), requires_grad=False)
-                layer.register_parameter(f"{prefix}_{suffix}", set_weight_attrs(param, weight_loader=loader))
+                # one expert's checkpoint tensor: [rows, cols] weights, [rows, 1] per-channel scales
+                layer.register_parameter(f"{prefix}_{suffix}", set_weight_attrs(
+                    param, weight_loader=loader, output_dim=0, input_dim=input_dim))
 
     def process_weights_after_loading(self, layer):
         if layer.w13_weight_offset.any() or layer.w2_weight_offset.any():
