@@ -136,8 +136,9 @@ def bench_decode_step_batch1(record, tmp_path, shape, quant, eager):
 @pytest.mark.parametrize("executor", ["uni", "mp"])
 def bench_decode_step_tensor_parallel_1(record, tmp_path, executor):
     """The batch-1 decode step of Llama-3-8B shapes in bf16 with CUDA graphs, in one process (``uni``) and on
-    the tensor-parallel path at one rank (``mp``: an NCCL process group of one, each step broadcast over its
-    gloo control group): what the tensor-parallel machinery costs when there is nothing to split."""
+    the tensor-parallel path at one rank (``mp``: an NCCL process group of one beside a gloo control group;
+    with no worker there is no step to broadcast): what the tensor-parallel machinery costs when there is
+    nothing to split."""
     _decode_step(record, tmp_path, "llama3-8b", "bf16", False, distributed_executor_backend=executor)
 
 

@@ -73,11 +73,14 @@ def test_bad_arguments(change, error, match):
 def config_dir(tmp_path, monkeypatch):
     """An empty config directory in place of the shipped one; lookups cached from either never leak."""
     monkeypatch.setattr(configs, "CONFIG_DIR", tmp_path)
-    configs._load.cache_clear()
-    configs.get_config.cache_clear()
+    _clear_config_caches()
     yield tmp_path
-    configs._load.cache_clear()
-    configs.get_config.cache_clear()
+    _clear_config_caches()
+
+
+def _clear_config_caches():
+    for cached in (configs._load, configs.get_config, configs.faster_than_cublas):
+        cached.cache_clear()
 
 
 def test_config_lookup(config_dir):
@@ -88,8 +91,7 @@ def test_config_lookup(config_dir):
     tuned = {"BLOCK_SIZE_M": 32, "BLOCK_SIZE_N": 128, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 1, "num_warps": 4,
              "num_stages": 4}
     (config_dir / name).write_text(json.dumps({"1": tuned, "1024": tuned | {"BLOCK_SIZE_M": 128}}))
-    configs._load.cache_clear()
-    configs.get_config.cache_clear()
+    _clear_config_caches()
     assert configs.get_config(4, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 32
     assert configs.get_config(900, 4096, 4096, "NVIDIA H200", (128, 128))["BLOCK_SIZE_M"] == 128
     # no tuned entry within 4x of M: the default, not a decode config stretched over a prefill
@@ -99,18 +101,22 @@ def test_config_lookup(config_dir):
 
 
 def test_tuned_triton_faster_than_cublas_takes_the_dispatch(config_dir, monkeypatch):
-    """An entry that tune_gemm.py timed faster than cuBLAS block-wise turns cuBLAS off at that M (and within 4x
-    of it) for that shape and device only; elsewhere cuBLAS stays first."""
+    """An entry that tune_gemm.py timed faster than cuBLAS block-wise turns cuBLAS off at that M and at the smaller
+    M it is the next tuned M above (within 4x), for that shape and device only. Above it, up to the next tuned M,
+    cuBLAS stays first, as it does above the largest tuned M (on an H100 a win at M = 256 lost at M = 1024)."""
     from kernelkit.ops.gemm import ops
 
     tuned = {"BLOCK_SIZE_M": 16, "BLOCK_SIZE_N": 64, "BLOCK_SIZE_K": 128, "GROUP_SIZE_M": 8, "num_warps": 4,
              "num_stages": 4, "SPLIT_K": 2}
     name = configs.config_file_name(2112, 256, "NVIDIA H100 80GB HBM3", (128, 128))
-    (config_dir / name).write_text(json.dumps({"16": tuned | {"faster_than_cublas": True},
-                                               "4096": tuned | {"faster_than_cublas": False}}))
+    (config_dir / name).write_text(json.dumps({"1": tuned, "16": tuned | {"faster_than_cublas": True},
+                                               "256": tuned | {"faster_than_cublas": True},
+                                               "1024": tuned | {"faster_than_cublas": False}}))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
-    for m, n, want in ((16, 2112, True), (48, 2112, True), (4096, 2112, False), (16, 4096, False)):
-        assert configs.faster_than_cublas(m, n, 256, "NVIDIA H100 80GB HBM3", (128, 128)) is want
+    cases = ((16, 2112, True), (5, 2112, True), (3, 2112, False), (200, 2112, True), (300, 2112, False),
+             (1024, 2112, False), (2048, 2112, False), (16, 4096, False))
+    for m, n, want in cases:
+        assert configs.faster_than_cublas(m, n, 256, "NVIDIA H100 80GB HBM3", (128, 128)) is want, m
         (a, b, a_s, b_s), _, _ = _operands(m, n, 256, seed=m)
         why = ops._cublas_unsupported(a, b, a_s, b_s, (128, 128), torch.bfloat16)
         assert (why == "the tuned Triton config was timed faster at this shape and batch size") is want

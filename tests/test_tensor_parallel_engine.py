@@ -95,7 +95,7 @@ def test_qwen3_moe_at_tensor_parallel_size_2(tmp_path):
 
 
 def test_mp_executor_at_one_rank_generates_as_one_process(tmp_path):
-    """The tensor-parallel path with nothing to split: a process group of one, each step broadcast."""
+    """The tensor-parallel path with nothing to split: a process group of one (no worker to broadcast to)."""
     model = _tiny_gqa_llama(tmp_path / "gqa")
     single, _ = _run(model, 1)
     one, llm = _run(model, 1, distributed_executor_backend="mp")

@@ -1,7 +1,7 @@
 """GPU: the tensor-parallel path on one GPU. ``kernelkit.distributed``'s collectives on an NCCL process group of
 one rank, eagerly and replayed from a CUDA graph, return their input (a sum over one rank); the engine on the
-``mp`` executor at one rank (an NCCL process group of one, each step broadcast over the gloo control group,
-the KV blocks agreed over it) gives the same greedy tokens and logprobs as the single-process engine, with
+``mp`` executor at one rank (an NCCL process group of one and a gloo control group, the KV blocks agreed over
+it; no worker to broadcast steps to) gives the same greedy tokens and logprobs as the single-process engine, with
 CUDA graphs on, and leaves the process group when closed. Skipped without a GPU."""
 
 import pytest

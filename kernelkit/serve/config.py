@@ -29,8 +29,8 @@ class EngineConfig:
         distributed_executor_backend: ``mp`` runs the ranks as processes in a process group (what
             ``tensor_parallel_size`` above 1 always does), ``uni`` runs the one rank in this process without one;
             None (default): ``mp`` above one rank, ``uni`` at one. ``mp`` at one rank runs the tensor-parallel
-            path (process group, NCCL on CUDA, each step's broadcast) with nothing to split, as vLLM's option
-            of the same name does: to check that path, or its cost, on one GPU.
+            path (process group, NCCL on CUDA; no step broadcast, as there is no worker) with nothing to split,
+            as vLLM's option of the same name does: to check that path, or its cost, on one GPU.
     """
 
     model: str
