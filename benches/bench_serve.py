@@ -142,7 +142,40 @@ def bench_decode_step_tensor_parallel_1(record, tmp_path, executor):
     _decode_step(record, tmp_path, "llama3-8b", "bf16", False, distributed_executor_backend=executor)
 
 
-def _decode_step(record, tmp_path, shape, quant, eager, **engine_kw):
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("quant", ["bf16", "fp8-block"])
+def bench_tensor_parallel_2(record, tmp_path, quant):
+    """Llama-3-8B shapes at tensor-parallel size 2 against 1, in the same run: the batch-1 decode step with CUDA
+    graphs (issue 14's target: TP = 2 at most 0.65x TP = 1, all-reduces included) and offline throughput on
+    nano-vllm's workload."""
+    step = {tp: _decode_step(record, tmp_path / f"decode-tp{tp}", "llama3-8b", quant, False, tensor_parallel_size=tp)
+            for tp in (1, 2)}
+    prompts, params = _workload(256, LLAMA3_8B["vocab_size"], 100, 1024, 100, 1024)
+    tok_s = {}
+    for tp in (1, 2):
+        model = make_model_dir(tmp_path / f"offline-tp{tp}", LLAMA3_8B, quant=quant)
+        llm = LLM(str(model), load_format="dummy", max_num_seqs=256, max_num_batched_tokens=8192,
+                  tensor_parallel_size=tp)
+        try:
+            tok_s[tp] = _throughput(llm, prompts, params)
+        finally:
+            llm.close()
+    record("serve_tensor_parallel", {"model": f"llama3-8b {quant}", "decode step ms, TP=1": f"{step[1] * 1e3:.2f}",
+                                     "decode step ms, TP=2": f"{step[2] * 1e3:.2f}",
+                                     "TP=2 / TP=1 step": f"{step[2] / step[1]:.2f}x",
+                                     "offline tok/s, TP=1": f"{tok_s[1]:.0f}", "offline tok/s, TP=2": f"{tok_s[2]:.0f}",
+                                     "TP=2 / TP=1 tok/s": f"{tok_s[2] / tok_s[1]:.2f}x"},
+           ours={"decode step TP=1": step[1] * 1e3, "decode step TP=2": step[2] * 1e3,
+                 "offline ms per output token TP=1": 1e3 / tok_s[1],
+                 "offline ms per output token TP=2": 1e3 / tok_s[2]})
+
+
+MODE_LABELS = {"distributed_executor_backend": "{} executor", "tensor_parallel_size": "TP={}"}
+
+
+def _decode_step(record, tmp_path, shape, quant, eager, **engine_kw) -> float:
+    """Record the batch-1 decode step (median of steps 32 on, seconds) and return it. The floor counts the bytes
+    rank 0 reads: its share of the model when tensor parallel."""
     config = SHAPES[shape]
     model = make_model_dir(tmp_path / shape, config, quant=quant)
     llm = LLM(str(model), load_format="dummy", enforce_eager=eager, max_num_seqs=8, **engine_kw)
@@ -180,11 +213,12 @@ def _decode_step(record, tmp_path, shape, quant, eager, **engine_kw):
         floor = weight_bytes / (copy_bandwidth_gbs() * 1e9)  # copy rate counts bytes read + written: all traffic
         record("serve_decode_batch1", {"model": f"{shape} {quant}",
                                        "mode": ("eager" if eager else "CUDA graphs") + "".join(
-                                           f", {v} executor" for v in engine_kw.values()),
+                                           ", " + MODE_LABELS[k].format(v) for k, v in engine_kw.items()),
                                        "weight GB": f"{weight_bytes / 1e9:.2f}",
                                        "decode step ms": f"{decode * 1e3:.2f}", "forward ms": f"{forward * 1e3:.2f}",
                                        "floor ms": f"{floor * 1e3:.2f}", "ratio": f"{decode / floor:.2f}x"},
                ours={"decode step": decode * 1e3, "forward": forward * 1e3}, nbytes=int(weight_bytes))
+        return decode
     finally:
         llm.close()
 

@@ -2,7 +2,12 @@
 one rank, eagerly and replayed from a CUDA graph, return their input (a sum over one rank); the engine on the
 ``mp`` executor at one rank (an NCCL process group of one and a gloo control group, the KV blocks agreed over
 it; no worker to broadcast steps to) gives the same greedy tokens and logprobs as the single-process engine, with
-CUDA graphs on, and leaves the process group when closed. Skipped without a GPU."""
+CUDA graphs on, and leaves the process group when closed. With two GPUs, Llama-3-8B shapes (random weights,
+bf16 and fp8-block) at TP = 2 give TP = 1's greedy tokens. Skipped without a GPU."""
+
+import gc
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +73,43 @@ def test_mp_executor_at_one_rank_generates_as_one_process(tmp_path):
 def test_more_ranks_than_gpus_is_refused(tmp_path):
     with pytest.raises(ValueError, match="tensor_parallel_size=2 needs as many GPUs .* 1 visible"):
         LLM(write_tiny_model(tmp_path / "tiny"), device="cuda", tensor_parallel_size=2)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+@pytest.mark.parametrize("quant", ["bf16", "fp8-block"])
+def test_llama3_8b_shapes_at_tensor_parallel_size_2_match_size_1(tmp_path, quant):
+    """Random weights (every rank draws the whole model and keeps its share), 5 prompts, 32 greedy tokens. The
+    ranks add their partial sums in another order than one GPU does, so a token may differ where TP = 1's top
+    two were within 0.05 of each other in logprob (a near-tie); the rest of that sequence is not compared.
+    Elsewhere the tokens are equal and their logprobs within 0.05."""
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benches"))
+    from serve_models import LLAMA3_8B, make_model_dir
+
+    model = str(make_model_dir(tmp_path / "llama3-8b", LLAMA3_8B, quant=quant))
+    prompts = [[(37 * i + 11 * j) % 128000 + 5 for j in range(n)] for i, n in enumerate((70, 3, 33, 300, 9))]
+    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True, logprobs=2)
+    kw = dict(load_format="dummy", max_num_seqs=8, gpu_memory_utilization=0.5)
+    single = LLM(model, **kw)
+    want = single.generate(prompts, params)
+    del single
+    gc.collect()
+    llm = LLM(model, tensor_parallel_size=2, **kw)
+    try:
+        got = llm.generate(prompts, params)
+    finally:
+        llm.close()
+    compared = 0
+    for a, b in zip(want, got, strict=True):
+        for tok_a, tok_b, (lp_a, top_a), (lp_b, _) in zip(a.token_ids, b.token_ids, _top(a), _top(b), strict=True):
+            margin = top_a[0] - top_a[1]
+            if tok_a != tok_b:
+                assert margin < 0.05, (tok_a, tok_b, margin)
+                break
+            assert abs(lp_a - lp_b) < 0.05
+            compared += 1
+    assert compared >= 5 * 32 // 2  # near-ties are rare: most tokens were compared
+
+
+def _top(out):
+    """(logprob of the sampled token, the two best logprobs) per generated token."""
+    return [(lp, sorted((v for _, v in top), reverse=True)) for _, lp, top in out.logprobs]
