@@ -142,6 +142,22 @@ def bench_decode_step_tensor_parallel_1(record, tmp_path, executor):
     _decode_step(record, tmp_path, "llama3-8b", "bf16", False, distributed_executor_backend=executor)
 
 
+@pytest.mark.parametrize("quant", ["bf16", "fp8-block"])
+@pytest.mark.parametrize("pdl", ["0", "1"])
+def bench_decode_step_pdl(record, tmp_path, monkeypatch, quant, pdl):
+    """The batch-1 decode step of Llama-3-8B shapes with CUDA graphs, kernelkit's Triton kernels launched
+    without (``KERNELKIT_PDL=0``) and with programmatic dependent launch (``kernelkit.ops.pdl``)."""
+    from kernelkit.ops import pdl as pdl_module
+
+    monkeypatch.setenv("KERNELKIT_PDL", pdl)
+    pdl_module.enabled.cache_clear()
+    try:
+        _decode_step(record, tmp_path, "llama3-8b", quant, False, label=f", KERNELKIT_PDL={pdl}")
+    finally:
+        monkeypatch.undo()
+        pdl_module.enabled.cache_clear()
+
+
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 @pytest.mark.parametrize("quant", ["bf16", "fp8-block"])
 def bench_tensor_parallel_2(record, tmp_path, quant):
@@ -173,9 +189,9 @@ def bench_tensor_parallel_2(record, tmp_path, quant):
 MODE_LABELS = {"distributed_executor_backend": "{} executor", "tensor_parallel_size": "TP={}"}
 
 
-def _decode_step(record, tmp_path, shape, quant, eager, **engine_kw) -> float:
-    """Record the batch-1 decode step (median of steps 32 on, seconds) and return it. The floor counts the bytes
-    rank 0 reads: its share of the model when tensor parallel."""
+def _decode_step(record, tmp_path, shape, quant, eager, label: str = "", **engine_kw) -> float:
+    """Record the batch-1 decode step (median of steps 32 on, seconds) and return it; ``label`` is added to the
+    mode column. The floor counts the bytes rank 0 reads: its share of the model when tensor parallel."""
     config = SHAPES[shape]
     model = make_model_dir(tmp_path / shape, config, quant=quant)
     llm = LLM(str(model), load_format="dummy", enforce_eager=eager, max_num_seqs=8, **engine_kw)
@@ -213,7 +229,7 @@ def _decode_step(record, tmp_path, shape, quant, eager, **engine_kw) -> float:
         floor = weight_bytes / (copy_bandwidth_gbs() * 1e9)  # copy rate counts bytes read + written: all traffic
         record("serve_decode_batch1", {"model": f"{shape} {quant}",
                                        "mode": ("eager" if eager else "CUDA graphs") + "".join(
-                                           ", " + MODE_LABELS[k].format(v) for k, v in engine_kw.items()),
+                                           ", " + MODE_LABELS[k].format(v) for k, v in engine_kw.items()) + label,
                                        "weight GB": f"{weight_bytes / 1e9:.2f}",
                                        "decode step ms": f"{decode * 1e3:.2f}", "forward ms": f"{forward * 1e3:.2f}",
                                        "floor ms": f"{floor * 1e3:.2f}", "ratio": f"{decode / floor:.2f}x"},

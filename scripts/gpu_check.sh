@@ -111,7 +111,7 @@ case "$mode" in
     gpu_tests="tests/test_quant_gpu.py tests/test_gemm_gpu.py tests/test_serve_gpu.py tests/test_quant_triton.py
       tests/test_layer_ops.py tests/test_serve_attention.py tests/test_gemm.py tests/test_w4a16.py tests/test_w4a16_mma.py
       tests/test_moe_align.py tests/test_fused_moe.py tests/test_qwen3_moe.py tests/test_int8_gemm.py
-      tests/test_modelslim_w8a8.py tests/test_modelslim_w4a8.py tests/test_modelslim_checkpoint.py tests/test_bench_cli.py tests/test_tensor_parallel_gpu.py"
+      tests/test_modelslim_w8a8.py tests/test_modelslim_w4a8.py tests/test_modelslim_checkpoint.py tests/test_bench_cli.py tests/test_tensor_parallel_gpu.py tests/test_pdl.py"
     timeout -s INT ${LIMIT_S:-570} python3 -m pytest ${TESTS:-$gpu_tests} ${PYTEST_K:+-k "$PYTEST_K"} -q --maxfail=15 --durations=8 --timeout=90 ${PYTEST_V:-} -p no:cacheprovider 2>&1 | tee "$OUT/tests.txt" | tail -n 40
     sass_check ;;
   bench)

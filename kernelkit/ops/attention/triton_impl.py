@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernelkit.ops.pdl import launch_kwargs, pdl_start
+
 BLOCK_M = 16  # new tokens per prefill program (tl.dot needs >= 16 rows)
 DECODE_PROGRAMS = 512  # split the context until about this many decode programs run (~4 per SM on an H100)
 
@@ -32,7 +34,9 @@ def _prefill_kernel(
     q_ptr, out_ptr, k_cache_ptr, v_cache_ptr, block_tables_ptr, query_start_ptr, context_lens_ptr, scale,
     stride_qt, stride_qh, stride_ot, stride_oh, stride_cb, stride_cs, stride_ch, stride_bt,
     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr, BLOCK_M: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    pdl_start(USE_PDL)
     seq, head, tile = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     q_start = tl.load(query_start_ptr + seq)
     q_len = tl.load(query_start_ptr + seq + 1) - q_start
@@ -78,7 +82,9 @@ def _decode_split_kernel(
     stride_qt, stride_qh, stride_cb, stride_cs, stride_ch, stride_bt,
     GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
     SPLITS: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    pdl_start(USE_PDL)
     seq, kv_head, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     num_heads = tl.num_programs(1) * GROUP
     ctx = tl.load(context_lens_ptr + seq)
@@ -119,7 +125,9 @@ def _decode_split_kernel(
 def _decode_reduce_kernel(
     out_ptr, query_start_ptr, part_acc_ptr, part_max_ptr, part_sum_ptr, stride_ot, stride_oh,
     HEAD_DIM: tl.constexpr, SPLITS: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    pdl_start(USE_PDL)
     seq, head = tl.program_id(0), tl.program_id(1)
     part = (seq * tl.num_programs(1) + head) * SPLITS + tl.arange(0, SPLITS)
     maxes = tl.load(part_max_ptr + part)
@@ -136,7 +144,8 @@ def _decode_reduce_kernel(
 @triton.jit
 def _store_kv_kernel(k_ptr, v_ptr, k_cache_ptr, v_cache_ptr, slot_ptr, stride_kt, stride_kh, stride_vt, stride_vh,
                      stride_cs, stride_ch, KV_HEADS: tl.constexpr, HEADS_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
-                     DIM_PAD: tl.constexpr):
+                     DIM_PAD: tl.constexpr, USE_PDL: tl.constexpr):
+    pdl_start(USE_PDL)
     t = tl.program_id(0).to(tl.int64)
     slot = tl.load(slot_ptr + t).to(tl.int64)
     if slot < 0:  # a padding row
@@ -161,7 +170,7 @@ def store_kv(k: torch.Tensor, v: torch.Tensor, kv_cache: torch.Tensor, slot_mapp
     _store_kv_kernel[(k.shape[0],)](
         k, v, flat[0], flat[1], slot_mapping, k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         flat.stride(1), flat.stride(2), KV_HEADS=kv_heads, HEADS_PAD=triton.next_power_of_2(kv_heads),
-        HEAD_DIM=head_dim, DIM_PAD=triton.next_power_of_2(head_dim),
+        HEAD_DIM=head_dim, DIM_PAD=triton.next_power_of_2(head_dim), **launch_kwargs(k.device),
     )
 
 
@@ -195,15 +204,16 @@ def paged_attention(q: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch
             q, k_cache, v_cache, block_tables, query_start_loc, context_lens, scale, part_acc, part_max, part_sum,
             q.stride(0), q.stride(1), *common,
             GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
-            BLOCK_SIZE=block_size, SPLITS=splits,
+            BLOCK_SIZE=block_size, SPLITS=splits, **launch_kwargs(q.device),
         )
         _decode_reduce_kernel[(num_seqs, heads)](
             out, query_start_loc, part_acc, part_max, part_sum, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, SPLITS=splits,
+            HEAD_DIM=head_dim, SPLITS=splits, **launch_kwargs(q.device),
         )
         return
     _prefill_kernel[(num_seqs, heads, triton.cdiv(max_query_len, BLOCK_M))](
         q, out, k_cache, v_cache, block_tables, query_start_loc, context_lens, scale,
         q.stride(0), q.stride(1), out.stride(0), out.stride(1), *common,
         GROUP=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_SIZE=block_size, BLOCK_M=BLOCK_M,
+        **launch_kwargs(q.device),
     )

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernelkit.ops.pdl import launch_kwargs, pdl_start
+
 
 @triton.jit
 def _w8a8_block_fp8_kernel(
@@ -25,7 +27,9 @@ def _w8a8_block_fp8_kernel(
     stride_as_m, stride_as_k, stride_bs_n, stride_bs_k,
     BLOCK_N_QUANT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, SPLIT_K: tl.constexpr,
+    USE_PDL: tl.constexpr,
 ):
+    pdl_start(USE_PDL)
     pid = tl.program_id(0)
     k_blocks = tl.cdiv(K, BLOCK_K)
     per_split = tl.cdiv(k_blocks, SPLIT_K)
@@ -66,8 +70,10 @@ def _w8a8_block_fp8_kernel(
 
 
 @triton.jit
-def _split_k_reduce_kernel(ws_ptr, c_ptr, MN, N, stride_cm, stride_cn, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
+def _split_k_reduce_kernel(ws_ptr, c_ptr, MN, N, stride_cm, stride_cn, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr,
+                           USE_PDL: tl.constexpr):
     """c[m, n] = sum over s of ws[s, m, n], summed in split order; ws is contiguous [SPLIT_K, M, N] fp32."""
+    pdl_start(USE_PDL)
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < MN
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
@@ -96,9 +102,10 @@ def w8a8_block_fp8_matmul(a, b, a_scales, b_scales, block_size, out: torch.Tenso
         a_scales.stride(0), a_scales.stride(1), b_scales.stride(0), b_scales.stride(1),
         BLOCK_N_QUANT=block_n, BLOCK_M=config["BLOCK_SIZE_M"], BLOCK_N=config["BLOCK_SIZE_N"], BLOCK_K=block_k,
         GROUP_M=config["GROUP_SIZE_M"], SPLIT_K=split_k, num_warps=config["num_warps"],
-        num_stages=config["num_stages"],
+        num_stages=config["num_stages"], **launch_kwargs(out.device),
     )
     if split_k > 1:
         block = 1024
         _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](dest, out, m * n, n, out.stride(0), out.stride(1),
-                                                             SPLIT_K=split_k, BLOCK=block)
+                                                             SPLIT_K=split_k, BLOCK=block,
+                                                             **launch_kwargs(out.device))

@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernelkit.ops.pdl import launch_kwargs, pdl_start
+
 
 @triton.jit
 def _cast(x, dtype: tl.constexpr):
@@ -26,7 +28,8 @@ def _cast(x, dtype: tl.constexpr):
 
 @triton.jit
 def _rms_norm_kernel(x_ptr, res_ptr, w_ptr, out_ptr, res_out_ptr, n, eps, HAS_RES: tl.constexpr,
-                     BLOCK: tl.constexpr):
+                     BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
+    pdl_start(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < n
@@ -52,11 +55,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.
     # 16 warps (8 elements a thread at n = 4096) to shorten each program
     _rms_norm_kernel[(x.shape[0],)](x, residual if residual is not None else x, weight, out,
                                     residual_out if residual_out is not None else out, n, eps,
-                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(4, block // 256)))
+                                    HAS_RES=residual is not None, BLOCK=block, num_warps=min(16, max(4, block // 256)),
+                                    **launch_kwargs(x.device))
 
 
 @triton.jit
-def _silu_and_mul_kernel(x_ptr, out_ptr, d, BLOCK: tl.constexpr):
+def _silu_and_mul_kernel(x_ptr, out_ptr, d, BLOCK: tl.constexpr, USE_PDL: tl.constexpr):
+    pdl_start(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < d
@@ -73,11 +78,13 @@ def silu_and_mul(x: torch.Tensor, out: torch.Tensor) -> None:
         return
     d = x.shape[-1] // 2
     block = min(1024, triton.next_power_of_2(d))
-    _silu_and_mul_kernel[(x.shape[0], triton.cdiv(d, block))](x, out, d, BLOCK=block)
+    _silu_and_mul_kernel[(x.shape[0], triton.cdiv(d, block))](x, out, d, BLOCK=block, **launch_kwargs(x.device))
 
 
 @triton.jit
-def _rotary_kernel(x_ptr, cos_ptr, sin_ptr, out_ptr, heads, stride_t, stride_h, HALF: tl.constexpr):
+def _rotary_kernel(x_ptr, cos_ptr, sin_ptr, out_ptr, heads, stride_t, stride_h, HALF: tl.constexpr,
+                   USE_PDL: tl.constexpr):
+    pdl_start(USE_PDL)
     row, head = tl.program_id(0).to(tl.int64), tl.program_id(1)
     cols = tl.arange(0, HALF)
     base = row * stride_t + head * stride_h
@@ -102,4 +109,4 @@ def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Ten
     if x.shape[0] == 0:
         return
     _rotary_kernel[(x.shape[0], x.shape[1])](x, cos, sin, out, x.shape[1], x.stride(0), x.stride(1),
-                                             HALF=x.shape[-1] // 2)
+                                             HALF=x.shape[-1] // 2, **launch_kwargs(x.device))

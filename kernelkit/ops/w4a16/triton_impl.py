@@ -104,5 +104,5 @@ def awq_gemm(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, scale
     if split > 1:
         block = 1024
         _split_k_reduce_kernel[(triton.cdiv(m * n, block),)](dest, y, m * n, n, y.stride(0), y.stride(1),
-                                                             SPLIT_K=split, BLOCK=block)
+                                                             SPLIT_K=split, BLOCK=block, USE_PDL=False)
     return y
