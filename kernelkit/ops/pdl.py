@@ -1,11 +1,12 @@
-"""Programmatic dependent launch (PDL) for kernelkit's Triton kernels on Hopper and later.
+"""Programmatic dependent launch (PDL) for kernelkit's Triton and CUDA C++ kernels on Hopper and later.
 
 A kernel launched with PDL may be scheduled while the kernel before it on the stream is still running. Its
 blocks wait in ``griddepcontrol.wait`` until that kernel has finished and flushed its writes. So the launch
 latency and block scheduling of each kernel overlap its predecessor's tail instead of following it. In a
 decode step of a few hundred small kernels, those gaps add up to several percent of the step.
 
-Each PDL-aware kernel takes a ``USE_PDL`` constexpr and calls :func:`pdl_start` before it touches memory:
+Each PDL-aware Triton kernel takes a ``USE_PDL`` constexpr and calls ``pdl_start`` before it touches memory
+(the CUDA C++ quantizer calls ``kk::pdl_start``, ``kernels_src/common.cuh``, and takes a ``pdl`` flag):
 it waits for its predecessor, then lets its own dependents launch (``griddepcontrol.launch_dependents``).
 The wait comes before every load and store, so neither a read of the predecessor's output nor a write
 to a buffer that the predecessor still reads can race. Kernels that are not PDL-aware (cuBLAS, torch's) are
@@ -23,35 +24,43 @@ import functools
 import os
 
 import torch
-import triton
-import triton.language as tl
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the CUDA C++ quantizer asks ``enabled`` without Triton installed
+    triton = None
 
 
 @functools.cache
 def enabled(device_index: int) -> bool:
-    """Whether kernels on CUDA device ``device_index`` launch with PDL: compute capability 9.0 or later, a
-    compiled Triton (not ``TRITON_INTERPRET=1``) that has the griddepcontrol intrinsics, and
-    ``KERNELKIT_PDL`` not ``0``."""
+    """Whether kernels on CUDA device ``device_index`` launch with PDL: compute capability 9.0 or later, not
+    under ``TRITON_INTERPRET=1``, and ``KERNELKIT_PDL`` not ``0``."""
     if os.environ.get("KERNELKIT_PDL", "1") == "0" or os.environ.get("TRITON_INTERPRET") == "1":
-        return False
-    cuda = getattr(getattr(tl, "extra", None), "cuda", None)
-    if not hasattr(cuda, "gdc_wait") or not hasattr(cuda, "gdc_launch_dependents"):
         return False
     return torch.cuda.get_device_capability(device_index)[0] >= 9
 
 
+def on(device: torch.device) -> bool:
+    """:func:`enabled` for a tensor's device (False off CUDA)."""
+    return device.type == "cuda" and enabled(device.index if device.index is not None else
+                                             torch.cuda.current_device())
+
+
 def launch_kwargs(device: torch.device) -> dict:
-    """The launch keywords of a PDL-aware kernel on ``device``: its ``USE_PDL`` constexpr and, when it is on,
-    Triton's ``launch_pdl``."""
-    if device.type != "cuda" or not enabled(device.index if device.index is not None else torch.cuda.current_device()):
+    """The launch keywords of a PDL-aware Triton kernel on ``device``: its ``USE_PDL`` constexpr and, when PDL
+    is on and this Triton has the griddepcontrol intrinsics, Triton's ``launch_pdl``."""
+    if not on(device) or not hasattr(tl.extra.cuda, "gdc_wait"):
         return {"USE_PDL": False}
     return {"USE_PDL": True, "launch_pdl": True}
 
 
-@triton.jit
-def pdl_start(USE_PDL: tl.constexpr):
-    """First statement of a PDL-aware kernel: wait for the previous kernel on the stream, then allow the next
-    one to launch. Nothing when ``USE_PDL`` is false."""
-    if USE_PDL:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
+if triton is not None:
+
+    @triton.jit
+    def pdl_start(USE_PDL: tl.constexpr):
+        """First statement of a PDL-aware kernel: wait for the previous kernel on the stream, then allow the
+        next one to launch. Nothing when ``USE_PDL`` is false."""
+        if USE_PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
