@@ -1,5 +1,5 @@
 """Programmatic dependent launch (``kernelkit.ops.pdl``). On the CPU: when it is on (compute capability 9.0+,
-compiled Triton, ``KERNELKIT_PDL`` not 0) and the launch keywords it gives. On a GPU: a chain of PDL-launched
+not the Triton interpreter, ``KERNELKIT_PDL=1``) and the launch keywords it gives. On a GPU: a chain of PDL-launched
 kernels, each reading the one before (split-K block-FP8 GEMM -> its reduce -> RMSNorm with residual -> SiLU
 and mul), replayed from a CUDA graph on fresh inputs, equals the same chain launched without PDL."""
 
@@ -19,9 +19,9 @@ def fresh(monkeypatch):
 
 
 @pytest.mark.parametrize("capability, env, interpret, want", [
-    ((9, 0), None, None, True), ((10, 0), None, None, True), ((8, 9), None, None, False),
-    ((9, 0), "0", None, False), ((9, 0), "1", None, True), ((9, 0), None, "1", False)])
-def test_enabled_on_hopper_and_later_unless_turned_off(fresh, capability, env, interpret, want):
+    ((9, 0), "1", None, True), ((10, 0), "1", None, True), ((8, 9), "1", None, False),
+    ((9, 0), "0", None, False), ((9, 0), None, None, False), ((9, 0), "1", "1", False)])
+def test_enabled_on_hopper_and_later_when_turned_on(fresh, capability, env, interpret, want):
     fresh.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     if env is not None:
         fresh.setenv("KERNELKIT_PDL", env)
@@ -33,6 +33,7 @@ def test_enabled_on_hopper_and_later_unless_turned_off(fresh, capability, env, i
 
 
 def test_cpu_tensors_never_launch_with_pdl(fresh):
+    fresh.setenv("KERNELKIT_PDL", "1")
     fresh.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert pdl.launch_kwargs(torch.device("cpu")) == {"USE_PDL": False}
 

@@ -15,7 +15,8 @@ overlap.
 
 Sources: the CUDA C++ Programming Guide, "Programmatic Dependent Launch and Synchronization" (section 4.5),
 and Triton's tutorial 11 (``launch_pdl``, ``tl.extra.cuda.gdc_wait``/``gdc_launch_dependents``).
-``KERNELKIT_PDL=0`` turns it off (read once per process and device).
+Off by default: ``KERNELKIT_PDL=1`` turns it on (read once per process and device). It stays opt-in until a GPU
+run of ``tests/test_pdl.py`` and ``bench_decode_step_pdl`` (benches/bench_serve.py) shows it correct and faster.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ except ImportError:  # the CUDA C++ quantizer asks ``enabled`` without Triton in
 
 @functools.cache
 def enabled(device_index: int) -> bool:
-    """Whether kernels on CUDA device ``device_index`` launch with PDL: compute capability 9.0 or later, not
-    under ``TRITON_INTERPRET=1``, and ``KERNELKIT_PDL`` not ``0``."""
-    if os.environ.get("KERNELKIT_PDL", "1") == "0" or os.environ.get("TRITON_INTERPRET") == "1":
+    """Whether kernels on CUDA device ``device_index`` launch with PDL: ``KERNELKIT_PDL=1``, compute capability
+    9.0 or later, and not under ``TRITON_INTERPRET=1``."""
+    if os.environ.get("KERNELKIT_PDL", "0") != "1" or os.environ.get("TRITON_INTERPRET") == "1":
         return False
     return torch.cuda.get_device_capability(device_index)[0] >= 9
 
