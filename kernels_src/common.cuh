@@ -12,17 +12,6 @@ struct fp16_t { unsigned short bits; };
 struct e4m3_t { unsigned char bits; };  // float8_e4m3fn
 struct s8_t { signed char bits; };      // int8
 
-// Programmatic dependent launch (sm_90+; CUDA Programming Guide, "Programmatic Dependent Launch and
-// Synchronization"): wait until the previous kernel on the stream has finished and flushed its writes, then let
-// the next kernel launch. First statement of a kernel, before any load or store. A no-op when the kernel was
-// not launched with the programmatic-serialization attribute, and on older architectures.
-__device__ __forceinline__ void pdl_start() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
 // 16-byte global load that bypasses L1 allocation: the quantizers read every input byte exactly once.
 __device__ __forceinline__ uint4 load_streaming(const void* ptr) {
   uint4 v;

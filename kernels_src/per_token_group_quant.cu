@@ -7,8 +7,6 @@
 //   s: [M, H / GROUP] float32, any non-overlapping strides
 //   waves: grid size in resident waves (blocks = waves * blocks that fit on the device); <= 0: one block per
 //          GROUPS_PER_BLOCK groups. The kernel strides over the groups, so any grid is correct.
-//   pdl: nonzero to launch with programmatic dependent launch (sm_90+; kernelkit/ops/pdl.py decides): the kernel
-//        may be scheduled while the previous one runs, and waits for it before touching memory.
 // It launches on torch's current stream (tvm-ffi receives it with the tensors).
 #include <cuda_runtime.h>
 
@@ -49,7 +47,7 @@ int64_t resident_blocks(Kernel kernel, int device) {
 
 template <typename T, typename Out, int GROUP, bool UE8M0, int UNROLL>
 void per_token_group_quant_8bit(tvm::ffi::TensorView x, tvm::ffi::TensorView q, tvm::ffi::TensorView s,
-                                double eps, int64_t waves, int64_t pdl) {
+                                double eps, int64_t waves) {
   TVM_FFI_ICHECK(x.ndim() == 2 && q.ndim() == 2 && s.ndim() == 2) << "x, q, s must be 2-D";
   TVM_FFI_ICHECK(x.device().device_type == kDLCUDA) << "x must be on a CUDA device";
   TVM_FFI_ICHECK(same_dtype(x.dtype(), dl_dtype<T>())) << "x has the wrong dtype for this specialization";
@@ -77,21 +75,12 @@ void per_token_group_quant_8bit(tvm::ffi::TensorView x, tvm::ffi::TensorView q, 
   uint32_t gpr_mul, gpr_shift;
   div_magic(static_cast<uint32_t>(H / GROUP), &gpr_mul, &gpr_shift);
   auto stream = static_cast<cudaStream_t>(TVMFFIEnvGetStream(kDLCUDA, x.device().device_id));
-  cudaLaunchAttribute attr;
-  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr.val.programmaticStreamSerializationAllowed = pdl != 0;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(blocks));
-  config.blockDim = dim3(kQuantBlockThreads);
-  config.stream = stream;
-  config.attrs = &attr;
-  config.numAttrs = 1;
-  check_cuda(cudaLaunchKernelEx(&config, per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0, UNROLL>,
-                                data<const T>(x), data<unsigned char>(q), data<float>(s),
-                                static_cast<uint32_t>(num_groups), static_cast<uint32_t>(H / GROUP), gpr_mul,
-                                gpr_shift, static_cast<long long>(x.stride(0)), static_cast<long long>(s.stride(0)),
-                                static_cast<long long>(s.stride(1)), static_cast<float>(eps)),
-             "per_token_group_quant_8bit launch");
+  per_token_group_quant_8bit_kernel<T, Out, GROUP, UE8M0, UNROLL>
+      <<<static_cast<unsigned>(blocks), kQuantBlockThreads, 0, stream>>>(
+          data<const T>(x), data<unsigned char>(q), data<float>(s), static_cast<uint32_t>(num_groups),
+          static_cast<uint32_t>(H / GROUP), gpr_mul, gpr_shift, x.stride(0), s.stride(0), s.stride(1),
+          static_cast<float>(eps));
+  check_cuda(cudaGetLastError(), "per_token_group_quant_8bit launch");
 }
 
 }  // namespace kk

@@ -41,7 +41,6 @@ __global__ void __launch_bounds__(kQuantBlockThreads)
 per_token_group_quant_8bit_kernel(const T* __restrict__ x, unsigned char* __restrict__ q, float* __restrict__ s,
                                   unsigned num_groups, unsigned groups_per_row, unsigned gpr_mul, unsigned gpr_shift,
                                   long long x_row_stride, long long s_stride_m, long long s_stride_g, float eps) {
-  pdl_start();
   using Shape = GroupShape<T, GROUP, UNROLL>;
   constexpr int V = Shape::kVec, TPG = Shape::kThreads, VPT = Shape::kVecsPerThread;
   constexpr int U = Shape::kGroupsPerThread;

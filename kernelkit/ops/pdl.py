@@ -1,16 +1,15 @@
-"""Programmatic dependent launch (PDL) for kernelkit's Triton and CUDA C++ kernels on Hopper and later.
+"""Programmatic dependent launch (PDL) for kernelkit's Triton kernels on Hopper and later.
 
 A kernel launched with PDL may be scheduled while the kernel before it on the stream is still running. Its
 blocks wait in ``griddepcontrol.wait`` until that kernel has finished and flushed its writes. So the launch
 latency and block scheduling of each kernel overlap its predecessor's tail instead of following it. In a
 decode step of a few hundred small kernels, those gaps add up to several percent of the step.
 
-Each PDL-aware Triton kernel takes a ``USE_PDL`` constexpr and calls ``pdl_start`` before it touches memory
-(the CUDA C++ quantizer calls ``kk::pdl_start``, ``kernels_src/common.cuh``, and takes a ``pdl`` flag):
+Each PDL-aware Triton kernel takes a ``USE_PDL`` constexpr and calls ``pdl_start`` before it touches memory:
 it waits for its predecessor, then lets its own dependents launch (``griddepcontrol.launch_dependents``).
 The wait comes before every load and store, so neither a read of the predecessor's output nor a write
-to a buffer that the predecessor still reads can race. Kernels that are not PDL-aware (cuBLAS, torch's) are
-ordered as usual. Stream capture keeps the attribute as a programmatic edge, so CUDA graphs get the same
+to a buffer that the predecessor still reads can race. Kernels that are not PDL-aware (cuBLAS, torch's, the CUDA C++
+quantizer) are ordered as usual. Stream capture keeps the attribute as a programmatic edge, so CUDA graphs get the same
 overlap.
 
 Sources: the CUDA C++ Programming Guide, "Programmatic Dependent Launch and Synchronization" (section 4.5),
@@ -25,12 +24,8 @@ import functools
 import os
 
 import torch
-
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # the CUDA C++ quantizer asks ``enabled`` without Triton installed
-    triton = None
+import triton
+import triton.language as tl
 
 
 @functools.cache
@@ -42,26 +37,19 @@ def enabled(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index)[0] >= 9
 
 
-def on(device: torch.device) -> bool:
-    """:func:`enabled` for a tensor's device (False off CUDA)."""
-    return device.type == "cuda" and enabled(device.index if device.index is not None else
-                                             torch.cuda.current_device())
-
-
 def launch_kwargs(device: torch.device) -> dict:
     """The launch keywords of a PDL-aware Triton kernel on ``device``: its ``USE_PDL`` constexpr and, when PDL
-    is on and this Triton has the griddepcontrol intrinsics, Triton's ``launch_pdl``."""
-    if not on(device) or not hasattr(tl.extra.cuda, "gdc_wait"):
+    is on there and this Triton has the griddepcontrol intrinsics, Triton's ``launch_pdl``."""
+    if device.type != "cuda" or not hasattr(tl.extra.cuda, "gdc_wait") or \
+            not enabled(device.index if device.index is not None else torch.cuda.current_device()):
         return {"USE_PDL": False}
     return {"USE_PDL": True, "launch_pdl": True}
 
 
-if triton is not None:
-
-    @triton.jit
-    def pdl_start(USE_PDL: tl.constexpr):
-        """First statement of a PDL-aware kernel: wait for the previous kernel on the stream, then allow the
-        next one to launch. Nothing when ``USE_PDL`` is false."""
-        if USE_PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
+@triton.jit
+def pdl_start(USE_PDL: tl.constexpr):
+    """First statement of a PDL-aware kernel: wait for the previous kernel on the stream, then allow the next
+    one to launch. Nothing when ``USE_PDL`` is false."""
+    if USE_PDL:
+        tl.extra.cuda.gdc_wait()
+        tl.extra.cuda.gdc_launch_dependents()

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from kernelkit.jit import KernelSpec, load
-from kernelkit.ops import pdl
 
 SUPPORTED_GROUPS = (16, 32, 64, 128, 256)
 # Launch tuning, chosen from the launch-variant table in benches/RESULTS.md: the grid in waves of resident
@@ -75,7 +74,7 @@ def group_quant_tvm_ffi(x, q, s, group_size: int, eps: float, scale_ue8m0: bool,
     """x [M, H] -> q [M, H], s [M, H/group] through the nvcc-built launcher."""
     fn = load(spec("tvm_ffi", x.dtype, q.dtype, group_size, scale_ue8m0, unroll))
     q_arg = q.view(torch.uint8) if q.dtype == torch.float8_e4m3fn else q
-    fn(x, q_arg, s, eps, waves, int(pdl.on(x.device)))
+    fn(x, q_arg, s, eps, waves)
 
 
 def _groups_per_block(x_dtype: torch.dtype, group_size: int, unroll: int) -> int:
