@@ -32,6 +32,12 @@ def test_enabled_on_hopper_and_later_when_turned_on(fresh, capability, env, inte
     assert pdl.launch_kwargs(torch.device("cuda", 0)) == want_kwargs
 
 
+def test_a_bad_setting_is_named(fresh):
+    fresh.setenv("KERNELKIT_PDL", "yes")
+    with pytest.raises(ValueError, match="KERNELKIT_PDL must be 0 .* or 1 .*, got 'yes'"):
+        pdl.enabled(0)
+
+
 def test_cpu_tensors_never_launch_with_pdl(fresh):
     fresh.setenv("KERNELKIT_PDL", "1")
     fresh.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))

@@ -31,8 +31,12 @@ import triton.language as tl
 @functools.cache
 def enabled(device_index: int) -> bool:
     """Whether kernels on CUDA device ``device_index`` launch with PDL: ``KERNELKIT_PDL=1``, compute capability
-    9.0 or later, and not under ``TRITON_INTERPRET=1``."""
-    if os.environ.get("KERNELKIT_PDL", "0") != "1" or os.environ.get("TRITON_INTERPRET") == "1":
+    9.0 or later, and not under ``TRITON_INTERPRET=1``. Raises ValueError if ``KERNELKIT_PDL`` is set to
+    anything but 0 or 1."""
+    setting = os.environ.get("KERNELKIT_PDL", "0")
+    if setting not in ("0", "1"):
+        raise ValueError(f"KERNELKIT_PDL must be 0 (off, the default) or 1 (on), got {setting!r}")
+    if setting == "0" or os.environ.get("TRITON_INTERPRET") == "1":
         return False
     return torch.cuda.get_device_capability(device_index)[0] >= 9
 
